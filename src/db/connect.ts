@@ -49,19 +49,3 @@ export async function openServer(
 ): Promise<Database> {
   return openPostgres({ connectionString: target.kind === 'url' ? target.url : undefined, label: target.label }, settings);
 }
-
-/** Secrets that must never appear in anything we print. */
-export function secretsOf(target: ConnectionTarget, env: NodeJS.ProcessEnv): string[] {
-  const secrets: string[] = [];
-  if (target.kind === 'url') {
-    try {
-      const password = decodeURIComponent(new URL(target.url).password);
-      if (password) secrets.push(password, new URL(target.url).password);
-    } catch {
-      const match = /:\/\/[^:/@\s]*:([^@\s]+)@/.exec(target.url);
-      if (match?.[1]) secrets.push(match[1]);
-    }
-  }
-  if (env.PGPASSWORD) secrets.push(env.PGPASSWORD);
-  return secrets.filter((secret) => secret.length > 0);
-}

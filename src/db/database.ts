@@ -16,6 +16,8 @@ export type Isolation = 'read committed' | 'repeatable read' | 'serializable';
 export interface TransactionOptions {
   readOnly?: boolean;
   isolation?: Isolation;
+  /** Do all the work, then roll back: a dry run that sees exactly what a real run would change. */
+  rollback?: boolean;
 }
 
 export interface Database extends Queryable {
@@ -48,7 +50,7 @@ export async function runInTransaction<T>(
   await session.query(`BEGIN ISOLATION LEVEL ${isolation}${options.readOnly ? ' READ ONLY' : ''}`);
   try {
     const result = await work(session);
-    await session.query('COMMIT');
+    await session.query(options.rollback ? 'ROLLBACK' : 'COMMIT');
     return result;
   } catch (error) {
     await session.query('ROLLBACK').catch(() => undefined);
