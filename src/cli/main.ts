@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { describeFailure, EXIT } from './exit.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerWhy } from './commands/why.js';
+import { registerMigrate } from './commands/migrate.js';
 
 /** What an action reports back to the single exit point below. */
 export interface CommandResult {
@@ -35,6 +36,7 @@ else the embedded demo database. Exit codes: 0 ok, 1 findings or refused, 2 coul
     );
   registerInspect(program, result);
   registerWhy(program, result);
+  registerMigrate(program, result);
   return program;
 }
 
