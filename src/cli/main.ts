@@ -3,6 +3,8 @@ import { Command, CommanderError } from 'commander';
 import { describeFailure, EXIT } from './exit.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerWhy } from './commands/why.js';
+import { registerFix } from './commands/fix.js';
+import { registerHistory, registerUndo } from './commands/history.js';
 import { registerMigrate } from './commands/migrate.js';
 
 /** What an action reports back to the single exit point below. */
@@ -36,6 +38,9 @@ else the embedded demo database. Exit codes: 0 ok, 1 findings or refused, 2 coul
     );
   registerInspect(program, result);
   registerWhy(program, result);
+  registerFix(program, result);
+  registerHistory(program, result);
+  registerUndo(program, result);
   registerMigrate(program, result);
   return program;
 }
