@@ -32,7 +32,7 @@ interface PrematureRow {
 export const prematureExportsCheck: Check = {
   id: 'premature-exports',
   title: 'Exports wait for a completed run with a final report',
-  async run({ db, model, options }) {
+  async run({ db, model, options, claimFunction }) {
     const { sql, map } = model;
     const j = sql.job;
     const p = new Params();
@@ -88,16 +88,23 @@ export const prematureExportsCheck: Check = {
       lastError: row.last_error === null ? null : truncate(row.last_error, 120),
       burnedAttempts: row.burned,
     }));
+    // Under the balanced claim these exports wait for their run without spending attempts, so
+    // what is left is the attempts already burned and the app-side cause, not an active failure.
+    const balanced = (await claimFunction()).variant === 'balanced';
+    const waiting = balanced ? '; the balanced claim function holds them until the run completes' : '; each claim will fail and burn an attempt';
     const summary =
       burned > 0
-        ? `${count} export(s) ran or wait before their run had a final report; ${burned} of them already burned attempts on "No final report content"`
-        : `${count} export(s) wait or run before their run is ${map.statuses.completed} with a final report; each claim will fail and burn an attempt`;
+        ? `${count} export(s) ran or wait before their run had a final report; ${burned} of them already burned attempts on "No final report content"${balanced ? waiting : ''}`
+        : `${count} export(s) wait or run before their run is ${map.statuses.completed} with a final report${waiting}`;
+    const appFix = 'and make the app create exports only once their run is COMPLETED (root cause 3)';
     return {
-      status: burned > 0 ? 'fail' : 'warn',
+      status: burned > 0 && !balanced ? 'fail' : 'warn',
       summary,
       count,
       items,
-      remedy: 'queue-doctor fix --premature   (requeues exports whose run has completed and gives their attempts back, defers those whose run is still going, cancels those of failed or cancelled runs)',
+      remedy: balanced
+        ? `queue-doctor fix --premature (gives back attempts already burned, cancels exports of failed or cancelled runs) ${appFix}`
+        : `queue-doctor fix --premature (requeues exports whose run has completed with their attempts given back, defers those whose run is still going, cancels those of failed or cancelled runs), then queue-doctor migrate up so exports wait for their run without burning attempts, ${appFix}`,
     };
   },
 };

@@ -67,6 +67,18 @@ describe('premature-exports check', () => {
     expect(check.remedy).toMatch(/^queue-doctor fix --premature\b/);
   });
 
+  it('only warns under the balanced claim function, which holds such exports without burning attempts', async () => {
+    await loadIncident(testDb.client);
+    await testDb.client.query(`CREATE OR REPLACE FUNCTION claim_next_job(p_worker_id text, p_lease_seconds integer DEFAULT 300)
+      RETURNS SETOF jobs LANGUAGE sql AS $$ -- queue-doctor:balanced-claim v1
+      SELECT * FROM jobs WHERE false $$`);
+    const check = await prematureCheck();
+    expect(check).toMatchObject({ status: 'warn', count: 1 });
+    expect(ids(check)).toEqual([INCIDENT_BURNED_EXPORT]);
+    expect(check.summary).toMatch(/holds them until the run completes/);
+    expect(check.remedy).toMatch(/only once their run is COMPLETED/);
+  });
+
   it('is quiet on the incident once that run completes with a final report', async () => {
     await loadIncident(testDb.client);
     await testDb.client.query(`UPDATE report_runs SET status = 'COMPLETED', final_report_json = '{"body": "done"}' WHERE id = $1`, [INCIDENT_RUNNING_RUN]);
