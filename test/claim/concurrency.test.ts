@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, loadReferenceSchema, openQueueDoctorDatabase, type TestDatabase } from '../helpers/database.js';
 import { migrateUp } from '../../src/migrations/index.js';
 import { DEFAULT_SCHEMA_MAP } from '../../src/schemaMap.js';
+import { claimInvariantViolations, runWorker, sleep, type Claim } from '../helpers/workers.js';
 
 // Real workers on real connections claim and complete jobs through the balanced function. Some
 // "crash": they claim with a 1-second lease and never complete, so the lease expires and the job is
@@ -17,21 +18,6 @@ const CRASH_RATE = 0.03;
 const LEASE_SECONDS = 1;
 const RUN_ID = '9a9a9a9a-0000-4000-8000-000000000001';
 const DEADLINE_MS = 25_000;
-
-interface Claim {
-  id: string;
-  type: string;
-  poison: boolean;
-  worker: string;
-  attempt: number;
-  /** Microseconds since the epoch, server clock. */
-  claimedAt: bigint;
-  leaseExpiresAt: bigint;
-  crashed: boolean;
-  completed: boolean;
-  /** Client clock, ms since the test started: for the throughput figure only. */
-  atMs: number;
-}
 
 let testDb: TestDatabase;
 
@@ -62,59 +48,13 @@ afterAll(async () => {
   await testDb.drop();
 });
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function activeJobs(client: pg.Client): Promise<number> {
-  const result = await client.query(`SELECT count(*)::int AS n FROM jobs WHERE status IN ('QUEUED', 'RUNNING')`);
-  return result.rows[0].n;
-}
-
-/** One worker: claim, then complete (guarded by its own claim) or crash; stops when the queue is empty. */
-async function work(client: pg.Client, worker: string, types: string[] | null, claims: Claim[], started: number): Promise<void> {
-  while (Date.now() - started < DEADLINE_MS) {
-    const result = await client.query(
-      `SELECT id, type, attempts, payload ? 'poison' AS poison,
-              (extract(epoch FROM locked_at) * 1000000)::bigint::text AS claimed_at,
-              (extract(epoch FROM lease_expires_at) * 1000000)::bigint::text AS lease_expires_at
-         FROM claim_next_job($1, $2, $3::text[], 1)`,
-      [worker, LEASE_SECONDS, types],
-    );
-    const row = result.rows[0];
-    if (!row) {
-      if ((await activeJobs(client)) === 0) return;
-      await sleep(50);
-      continue;
-    }
-    const claim: Claim = {
-      id: row.id,
-      type: row.type,
-      poison: row.poison,
-      worker,
-      attempt: row.attempts,
-      claimedAt: BigInt(row.claimed_at),
-      leaseExpiresAt: BigInt(row.lease_expires_at),
-      crashed: row.poison || Math.random() < CRASH_RATE,
-      completed: false,
-      atMs: Date.now() - started,
-    };
-    claims.push(claim);
-    if (claim.crashed) continue;
-    // A worker may finish only the claim it holds: same attempt, lease still live.
-    const done = await client.query(
-      `UPDATE jobs SET status = 'COMPLETED', locked_by = NULL, lease_expires_at = NULL, updated_at = now()
-        WHERE id = $1 AND status = 'RUNNING' AND locked_by = $2 AND attempts = $3 AND lease_expires_at > now()`,
-      [claim.id, worker, claim.attempt],
-    );
-    claim.completed = done.rowCount === 1;
-  }
-}
-
 describe('the balanced claim under concurrent workers', () => {
   it(`processes ${TOTAL_JOBS} jobs on ${WORKERS} + 1 connections with crashing workers: none lost, none held twice`, async () => {
     const clients = await Promise.all(Array.from({ length: WORKERS + 2 }, () => testDb.connect()));
     const [controller, exportPool, ...workers] = clients as [pg.Client, pg.Client, ...pg.Client[]];
     const claims: Claim[] = [];
     const started = Date.now();
+    const workerOptions = { leaseSeconds: LEASE_SECONDS, crashRate: CRASH_RATE, deadlineMs: DEADLINE_MS, started, claims };
 
     // The run completes half a second in: until then no export may be handed out.
     const completeRun = (async () => {
@@ -124,8 +64,8 @@ describe('the balanced claim under concurrent workers', () => {
       return early.rows[0].n as number;
     })();
     await Promise.all([
-      ...workers.map((client, i) => work(client, `worker-${i}`, null, claims, started)),
-      work(exportPool, 'export-pool', ['EXPORT'], claims, started),
+      ...workers.map((client, i) => runWorker(client, { ...workerOptions, worker: `worker-${i}`, types: null })),
+      runWorker(exportPool, { ...workerOptions, worker: 'export-pool', types: ['EXPORT'] }),
     ]);
     const elapsedMs = Date.now() - started;
     expect(await completeRun).toBe(0);
@@ -144,19 +84,7 @@ describe('the balanced claim under concurrent workers', () => {
     }
     expect(final.rows.filter((row) => row.poison).every((row) => row.status === 'FAILED')).toBe(true);
 
-    const claimsByJob = new Map<string, Claim[]>();
-    for (const claim of claims) claimsByJob.set(claim.id, [...(claimsByJob.get(claim.id) ?? []), claim]);
-    for (const job of final.rows) {
-      const history = (claimsByJob.get(job.id) ?? []).sort((a, b) => a.attempt - b.attempt);
-      // Each attempt handed out exactly once, in order: no two workers ever got the same claim.
-      expect(history.map((claim) => claim.attempt)).toEqual(Array.from({ length: job.attempts }, (_, i) => i + 1));
-      // A job is claimed again only once the previous lease has expired: never two live leases.
-      for (let i = 1; i < history.length; i++) expect(history[i]!.claimedAt >= history[i - 1]!.leaseExpiresAt).toBe(true);
-      // Only the last claim may complete it, exactly once; a FAILED job was never completed.
-      const completions = history.filter((claim) => claim.completed);
-      if (job.status === 'COMPLETED') expect(completions).toEqual([history.at(-1)]);
-      else expect(completions).toEqual([]);
-    }
+    expect(claimInvariantViolations(final.rows, claims)).toEqual([]);
     // The dedicated export pool only ever received exports.
     expect(claims.filter((claim) => claim.worker === 'export-pool' && claim.type !== 'EXPORT')).toEqual([]);
 
