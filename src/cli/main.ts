@@ -6,6 +6,7 @@ import { registerWhy } from './commands/why.js';
 import { registerFix } from './commands/fix.js';
 import { registerHistory, registerUndo } from './commands/history.js';
 import { registerMigrate } from './commands/migrate.js';
+import { registerClaim, registerFail, registerRequeue } from './commands/singleJobs.js';
 
 /** What an action reports back to the single exit point below. */
 export interface CommandResult {
@@ -42,6 +43,9 @@ else the embedded demo database. Exit codes: 0 ok, 1 findings or refused, 2 coul
   registerHistory(program, result);
   registerUndo(program, result);
   registerMigrate(program, result);
+  registerClaim(program, result);
+  registerRequeue(program, result);
+  registerFail(program, result);
   return program;
 }
 

@@ -194,11 +194,17 @@ export function parseJobId(input: string, kind: IdKind): string {
   const trimmed = input.trim();
   const shown = trimmed.length > 40 ? `${trimmed.slice(0, 40)}…` : trimmed;
   const printable = shown.replace(/[\x00-\x1f\x7f]/g, '?');
-  if (kind === 'uuid' && !UUID_PATTERN.test(trimmed)) {
-    throw new QueueDoctorError('usage', `"${printable}" is not a valid job id (expected a UUID such as b8d2ea4a-ceb3-4db6-8420-3dbc98f034cc)`);
+  if (kind === 'uuid') {
+    if (!UUID_PATTERN.test(trimmed)) {
+      throw new QueueDoctorError('usage', `"${printable}" is not a valid job id (expected a UUID such as b8d2ea4a-ceb3-4db6-8420-3dbc98f034cc)`);
+    }
+    // Canonical form, so an id typed in capitals or without dashes matches id::text.
+    const hex = trimmed.replace(/-/g, '').toLowerCase();
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
   }
-  if (kind === 'integer' && !/^-?\d{1,18}$/.test(trimmed)) {
-    throw new QueueDoctorError('usage', `"${printable}" is not a valid job id (expected an integer)`);
+  if (kind === 'integer') {
+    if (!/^-?\d{1,18}$/.test(trimmed)) throw new QueueDoctorError('usage', `"${printable}" is not a valid job id (expected an integer)`);
+    return BigInt(trimmed).toString();
   }
   if (kind === 'text' && (trimmed.length === 0 || trimmed.length > 1000 || /\x00/.test(trimmed))) {
     throw new QueueDoctorError('usage', `"${printable}" is not a valid job id`);
