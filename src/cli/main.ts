@@ -7,6 +7,7 @@ import { registerFix } from './commands/fix.js';
 import { registerHistory, registerUndo } from './commands/history.js';
 import { registerMigrate } from './commands/migrate.js';
 import { registerClaim, registerFail, registerRequeue } from './commands/singleJobs.js';
+import { registerSimulate } from './commands/simulate.js';
 
 /** What an action reports back to the single exit point below. */
 export interface CommandResult {
@@ -46,6 +47,7 @@ else the embedded demo database. Exit codes: 0 ok, 1 findings or refused, 2 coul
   registerClaim(program, result);
   registerRequeue(program, result);
   registerFail(program, result);
+  registerSimulate(program, result);
   return program;
 }
 
