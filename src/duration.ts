@@ -18,6 +18,12 @@ export function parseDurationSeconds(input: string, flag: string): number {
   return seconds;
 }
 
+/** 45s, 90s, 2.5m: the unit an operator reads at a glance. */
+export function formatDuration(seconds: number): string {
+  if (seconds < 120) return `${Math.round(seconds)}s`;
+  return `${Math.round(seconds / 6) / 10}m`;
+}
+
 export function truncate(text: string, max = 60): string {
   const printable = text.replace(/[\x00-\x1f\x7f]/g, '?');
   return printable.length > max ? `${printable.slice(0, max)}…` : printable;

@@ -67,6 +67,38 @@ BEGIN
     RAISE EXCEPTION 'p_lease_seconds must be zero or more, got %', p_lease_seconds USING ERRCODE = '22023';
   END IF;
 
+  -- Fast path, one statement: the best candidate, when it may simply be handed out. A candidate
+  -- that must be settled instead stays locked by this transaction and is met again in the loop.
+  RETURN QUERY
+  UPDATE {{jobs}} AS j
+     SET {{col.status}} = {{lit.running}},
+         {{col.lockedBy}} = p_worker_id,
+         {{col.lockedAt}} = now(),
+         {{col.leaseExpiresAt}} = now() + make_interval(secs => p_lease_seconds),
+         {{col.attempts}} = j.{{col.attempts}} + 1,
+         {{col.updatedAt}} = now()
+    FROM (SELECT c.{{col.id}} AS candidate_id
+            FROM {{jobs}} AS c
+           WHERE c.{{col.status}} IN ({{lit.queued}}, {{lit.running}})
+             AND (CASE WHEN c.{{col.status}} = {{lit.queued}} THEN c.{{col.scheduledAt}} ELSE c.{{col.leaseExpiresAt}} END) <= now()
+             AND (p_types IS NULL OR c.{{col.type}}::text = ANY (p_types))
+           ORDER BY c.{{col.priority}},
+                    (CASE WHEN c.{{col.status}} = {{lit.queued}} THEN c.{{col.scheduledAt}} ELSE c.{{col.leaseExpiresAt}} END)
+           LIMIT 1
+           FOR UPDATE OF c SKIP LOCKED) AS best
+   WHERE j.{{col.id}} = best.candidate_id
+     AND j.{{col.attempts}} < j.{{col.maxAttempts}}
+     AND (j.{{col.type}} IS DISTINCT FROM {{lit.export}}
+          OR EXISTS (SELECT 1
+                       FROM {{runs}} AS r
+                      WHERE r.{{runcol.id}} = {{jobRunId(j)}}
+                        AND r.{{runcol.status}} = {{lit.completed}}
+                        AND r.{{runcol.finalReport}} IS NOT NULL))
+  RETURNING j.*;
+  IF FOUND THEN
+    RETURN;
+  END IF;
+
   -- Bounded: settling a burst of exhausted or waiting rows never turns one call into a long one.
   FOR v_iteration IN 1..100 LOOP
     SELECT j.* INTO v_job

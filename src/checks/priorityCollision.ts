@@ -1,8 +1,7 @@
 import type { Check } from './types.js';
 import { Params } from '../sql.js';
 
-/** The priority the root-cause analysis moves exports to; used whenever it is ahead of the bulk work. */
-export const DEFAULT_EXPORT_PRIORITY = 50;
+import { DEFAULT_EXPORT_PRIORITY } from '../defaults.js';
 
 /**
  * A priority strictly ahead of `bestBulkPriority` (lower number = claimed sooner), for

@@ -1,4 +1,4 @@
-import { Chalk, type ChalkInstance } from 'chalk';
+import type { ChalkInstance } from 'chalk';
 
 /** Where a command writes, and whether it may use colour. One instance per run. */
 export interface Output {
@@ -20,7 +20,9 @@ export function colorEnabled(stream: { isTTY?: boolean }, env: NodeJS.ProcessEnv
   return Boolean(stream.isTTY) && env.TERM !== 'dumb';
 }
 
-export function createOutput(env: NodeJS.ProcessEnv, noColorFlag: boolean): Output {
+/** Async because chalk is loaded only by commands that print: --help and --version never do. */
+export async function createOutput(env: NodeJS.ProcessEnv, noColorFlag: boolean): Promise<Output> {
+  const { Chalk } = await import('chalk');
   const color = new Chalk({ level: colorEnabled(process.stdout, env, noColorFlag) ? 1 : 0 });
   return {
     out: (text) => void process.stdout.write(text.endsWith('\n') ? text : `${text}\n`),

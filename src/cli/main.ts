@@ -9,6 +9,10 @@ import { registerMigrate } from './commands/migrate.js';
 import { registerClaim, registerFail, registerRequeue } from './commands/singleJobs.js';
 import { registerSimulate } from './commands/simulate.js';
 
+// Start-up rule: this file and the command modules load only commander and small helpers. Each
+// action imports its core, the session (pg, PGlite) and chalk when it runs, so --help and
+// --version stay within 2.5 x a bare `node` start (README, Performance).
+
 /** What an action reports back to the single exit point below. */
 export interface CommandResult {
   exitCode: number;

@@ -1,6 +1,5 @@
 import { QueueDoctorError } from '../errors.js';
 import { DEFAULT_SESSION_SETTINGS, type Database, type SessionSettings } from './database.js';
-import { openPostgres } from './postgres.js';
 import { redactConnectionString } from './redact.js';
 
 export type ConnectionTarget =
@@ -47,5 +46,7 @@ export async function openServer(
   target: Exclude<ConnectionTarget, { kind: 'demo' }>,
   settings: SessionSettings = DEFAULT_SESSION_SETTINGS,
 ): Promise<Database> {
+  // pg is loaded only when a server is actually opened: --help and --version never pay for it.
+  const { openPostgres } = await import('./postgres.js');
   return openPostgres({ connectionString: target.kind === 'url' ? target.url : undefined, label: target.label }, settings);
 }

@@ -11,8 +11,9 @@ import { Params } from '../sql.js';
 import type { MigrateUpResult } from '../migrations/index.js';
 import { applyGuardedChange, type GuardedChange } from './guardedChange.js';
 
-/** Solution 1 of the root-cause analysis: exports at 50 go before bulk work at the default 100. */
-export const DEFAULT_EXPORT_PRIORITY = 50;
+import { DEFAULT_EXPORT_PRIORITY } from '../defaults.js';
+
+export { DEFAULT_EXPORT_PRIORITY };
 /** Largest value an integer priority column holds. */
 export const MAX_PRIORITY = 2_147_483_647;
 /**

@@ -18,7 +18,9 @@ export interface HistoryOptions {
   limit: number;
 }
 
-export const DEFAULT_HISTORY_LIMIT = 20;
+import { DEFAULT_HISTORY_LIMIT } from '../defaults.js';
+
+export { DEFAULT_HISTORY_LIMIT };
 
 /**
  * The audit log, newest first. Before queue-doctor has changed anything its schema does not

@@ -1,15 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import type { Database } from '../db/database.js';
+import { formatDuration } from '../duration.js';
 import { usageError } from '../errors.js';
-import { loadMigrations } from '../migrations/catalog.js';
-import { renderTemplate } from '../migrations/render.js';
-import { buildQueueSql } from '../schema/queueModel.js';
-import { parseSchemaMap } from '../schemaMap.js';
+import { balancedClaimStatements, legacyClaimStatement, referenceSchemaStatements } from '../migrations/standalone.js';
 import { quoteIdent } from '../sql.js';
 import { createRandom, type Random } from './random.js';
-
-const SQL_DIR = new URL('../../sql/', import.meta.url);
 
 export type ClaimVariantName = 'legacy' | 'balanced';
 
@@ -24,16 +19,7 @@ export interface SimulateOptions {
   seed: number;
 }
 
-export const DEFAULT_SIMULATE_OPTIONS: SimulateOptions = {
-  variants: ['legacy', 'balanced'],
-  workers: 8,
-  sections: 400,
-  exports: 2,
-  leaseSeconds: 30,
-  crashRate: 0.1,
-  durationSeconds: 600,
-  seed: 42,
-};
+export { DEFAULT_SIMULATE_OPTIONS } from '../defaults.js';
 
 export interface VariantReport {
   name: ClaimVariantName;
@@ -117,31 +103,15 @@ async function installSimulation(db: Database, schema: string): Promise<void> {
   await db.query(`CREATE TABLE ${qualifiedSchema}.sim_clock (now timestamptz NOT NULL)`);
   await db.query(`INSERT INTO ${qualifiedSchema}.sim_clock VALUES ('2026-01-01T00:00:00Z')`);
   await db.query(`CREATE FUNCTION ${qualifiedSchema}.sim_now() RETURNS timestamptz LANGUAGE sql STABLE AS 'SELECT now FROM ${qualifiedSchema}.sim_clock'`);
-  for (const statement of splitStatements(await readFile(new URL('schema.sql', SQL_DIR), 'utf8'))) await db.query(statement);
+  for (const statement of await referenceSchemaStatements()) await db.query(statement);
 
   // The two claim functions exactly as shipped, with now() read from the virtual clock.
-  const legacy = (await readFile(new URL('legacy/claim_next_job.sql', SQL_DIR), 'utf8')).replace('FUNCTION claim_next_job(', 'FUNCTION claim_legacy(');
-  await db.query(withClock(legacy, clock));
-  const map = parseSchemaMap({ schema, claimFunction: 'claim_balanced' });
-  const context = { map, sql: buildQueueSql(map), concurrently: false };
-  const [indexes, balanced] = await loadMigrations();
-  for (const step of indexes!.up.filter((s) => s.kind === 'create-index')) await db.query(renderTemplate(step.template, context, 'simulation index'));
-  const create = balanced!.up.find((step) => /^CREATE FUNCTION/m.test(step.template));
-  if (!create) throw new Error('migration 002 has no CREATE FUNCTION step to simulate');
-  await db.query(withClock(renderTemplate(create.template, context, 'simulation claim function'), clock));
+  await db.query(withClock(await legacyClaimStatement('claim_legacy'), clock));
+  for (const statement of await balancedClaimStatements(schema, 'claim_balanced')) await db.query(withClock(statement, clock));
 }
 
 function withClock(sql: string, clock: string): string {
   return sql.replace(/\bnow\(\)/g, clock);
-}
-
-/** Splits a file of plain DDL (no function bodies) into statements; PGlite takes one per query. */
-function splitStatements(sql: string): string[] {
-  return sql
-    .replace(/--[^\n]*/g, '')
-    .split(';')
-    .map((statement) => statement.trim())
-    .filter((statement) => statement.length > 0);
 }
 
 interface Worker {
@@ -307,16 +277,12 @@ function percentile(sorted: number[], fraction: number): number {
 }
 
 function verdictOf(report: Omit<VariantReport, 'verdict'>, options: SimulateOptions): string {
-  const served = `${report.name} served ${report.exportsClaimed} of ${report.exportsTotal} exports in ${formatSeconds(options.durationSeconds)}`;
+  const served = `${report.name} served ${report.exportsClaimed} of ${report.exportsTotal} exports in ${formatDuration(options.durationSeconds)}`;
   if (report.exportsTotal === 0) return `${report.name}: no exports to serve; ${report.claims} claims, ${report.completed} jobs completed`;
   if (report.exportsClaimed === 0) {
     return `${served} while expired leases were re-claimed ${report.expiredReclaims} times; ${report.completed} jobs completed`;
   }
   const starved = report.exportsClaimed < report.exportsTotal ? `, ${report.exportsTotal - report.exportsClaimed} never claimed` : '';
-  return `${served}${starved}, the first after ${report.firstExportAfterClaims} claims, p95 wait ${formatSeconds(report.exportWaitMs.p95 / 1000)}; ${report.deadLettered} jobs dead-lettered, ${report.completed} completed`;
+  return `${served}${starved}, the first after ${report.firstExportAfterClaims} claims, p95 wait ${formatDuration(report.exportWaitMs.p95 / 1000)}; ${report.deadLettered} jobs dead-lettered, ${report.completed} completed`;
 }
 
-export function formatSeconds(seconds: number): string {
-  if (seconds < 120) return `${Math.round(seconds)}s`;
-  return `${Math.round(seconds / 6) / 10}m`;
-}

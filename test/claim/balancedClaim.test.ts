@@ -184,10 +184,11 @@ describe('the balanced claim plan', () => {
     for (let i = 0; i < 6; i++) await testDb.client.query(`SELECT id FROM claim_next_job('planner', 30)`);
     await testDb.client.query(`SET auto_explain.log_min_duration = -1`);
 
-    const candidatePlans = notices.filter((notice) => notice.includes('FOR UPDATE OF j SKIP LOCKED'));
+    // Every call takes the one-statement fast path (the candidates here need no settling).
+    const candidatePlans = notices.filter((notice) => notice.includes('FOR UPDATE OF c SKIP LOCKED'));
     expect(candidatePlans).toHaveLength(6);
     for (const plan of candidatePlans) {
-      expect(plan).toMatch(/Index Scan using jobs_qd_claim_order_idx on jobs j/);
+      expect(plan).toMatch(/Index Scan using jobs_qd_claim_order_idx on jobs c/);
       expect(plan).not.toMatch(/Seq Scan|Sort/);
     }
   });

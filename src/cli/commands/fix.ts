@@ -1,13 +1,13 @@
 import type { Command } from 'commander';
 import { parseDurationSeconds } from '../../duration.js';
 import { auditCommandLine, suggestedCommandLine } from '../../repairs/commandLine.js';
-import { DEFAULT_EXPORT_PRIORITY, parsePriority, planFix, runFix, type FixOptions, type FixResult } from '../../repairs/fix.js';
+import { DEFAULT_EXPORT_PRIORITY } from '../../defaults.js';
+import type { FixOptions, FixResult } from '../../repairs/fix.js';
 import type { MigrateUpResult, MigrationRef } from '../../migrations/index.js';
 import { EXIT } from '../exit.js';
 import { createOutput, type Output } from '../io.js';
 import { addConnectionOptions, addOutputOptions, sessionSettingsFrom, type ConnectionOptions, type OutputOptions } from '../options.js';
 import { renderTable, toJson } from '../render/format.js';
-import { withSession } from '../session.js';
 import type { CommandResult } from '../main.js';
 
 interface FixFlags extends ConnectionOptions, OutputOptions {
@@ -55,7 +55,9 @@ Exit codes: 0 done (also when nothing needed changing), 1 rows were skipped beca
 held them locked (run again), 2 could not run (usage, connection, lock timeout: nothing changed).`,
   );
   command.action(async (flags: FixFlags) => {
-    const output = createOutput(process.env, flags.color === false);
+    const { parsePriority, planFix, runFix } = await import('../../repairs/fix.js');
+    const output = await createOutput(process.env, flags.color === false);
+    const { withSession } = await import('../session.js');
     result.json = Boolean(flags.json);
     const args = process.argv.slice(2);
     const options: FixOptions = {

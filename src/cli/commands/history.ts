@@ -1,12 +1,12 @@
 import type { Command } from 'commander';
 import { auditCommandLine, suggestedCommandLine } from '../../repairs/commandLine.js';
-import { DEFAULT_HISTORY_LIMIT, listHistory, type HistoryEntry } from '../../repairs/history.js';
-import { parseAuditId, undoAuditEntry, type UndoResult } from '../../repairs/undo.js';
+import { DEFAULT_HISTORY_LIMIT } from '../../defaults.js';
+import type { HistoryEntry } from '../../repairs/history.js';
+import type { UndoResult } from '../../repairs/undo.js';
 import { EXIT } from '../exit.js';
 import { createOutput, type Output } from '../io.js';
 import { addConnectionOptions, addOutputOptions, parsePositiveInteger, type ConnectionOptions, type OutputOptions } from '../options.js';
 import { renderTable, toJson } from '../render/format.js';
-import { withSession } from '../session.js';
 import type { CommandResult } from '../main.js';
 import { capIds } from './fix.js';
 
@@ -35,7 +35,9 @@ Examples:
 Exit codes: 0 listed (also when empty), 2 could not run.`,
   );
   command.action(async (flags: HistoryFlags) => {
-    const output = createOutput(process.env, flags.color === false);
+    const { listHistory } = await import('../../repairs/history.js');
+    const output = await createOutput(process.env, flags.color === false);
+    const { withSession } = await import('../session.js');
     result.json = Boolean(flags.json);
     const limit = parsePositiveInteger(flags.limit, '--limit', 10_000);
     const { entries, database } = await withSession(flags, output, async ({ db }) => ({ entries: await listHistory(db, { limit }), database: db.label }));
@@ -97,7 +99,9 @@ Exit codes: 0 every row restored, 1 rows were left alone, the entry was already 
 such entry, 2 could not run (malformed id, connection, lock timeout).`,
   );
   command.action(async (auditIdInput: string, flags: UndoFlags) => {
-    const output = createOutput(process.env, flags.color === false);
+    const { parseAuditId, undoAuditEntry } = await import('../../repairs/undo.js');
+    const output = await createOutput(process.env, flags.color === false);
+    const { withSession } = await import('../session.js');
     result.json = Boolean(flags.json);
     parseAuditId(auditIdInput);
     const args = process.argv.slice(2);

@@ -1,13 +1,11 @@
 import type { Command } from 'commander';
 import { parseDurationSeconds } from '../../duration.js';
-import { atOrAbove, runInspect, selectChecks } from '../../inspect.js';
 import { CHECK_IDS, DEFAULT_INSPECT_OPTIONS } from '../../checks/types.js';
 import { EXIT } from '../exit.js';
 import { createOutput } from '../io.js';
 import { addConnectionOptions, addOutputOptions, collectList, failOnOption, parsePositiveInteger, type ConnectionOptions, type OutputOptions } from '../options.js';
 import { renderInspect, renderVerdict } from '../render/inspect.js';
 import { toJson } from '../render/format.js';
-import { withSession } from '../session.js';
 import type { CommandResult } from '../main.js';
 
 interface InspectFlags extends ConnectionOptions, OutputOptions {
@@ -43,7 +41,9 @@ Examples:
 Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 could not run.`,
   );
   command.action(async (flags: InspectFlags) => {
-    const output = createOutput(process.env, flags.color === false);
+    const { atOrAbove, runInspect, selectChecks } = await import('../../inspect.js');
+    const output = await createOutput(process.env, flags.color === false);
+    const { withSession } = await import('../session.js');
     const options = {
       stuckAfterSeconds: parseDurationSeconds(flags.stuckAfter, '--stuck-after'),
       recentFailureSeconds: parseDurationSeconds(flags.failedWithin, '--failed-within'),

@@ -1,10 +1,9 @@
 import type { Command } from 'commander';
-import { migrateDown, migrateUp, migrationStatus, type ExecutedMigration, type MigrateOptions, type MigrationRef, type MigrationStatus } from '../../migrations/index.js';
+import type { ExecutedMigration, MigrateOptions, MigrationRef, MigrationStatus } from '../../migrations/index.js';
 import { EXIT } from '../exit.js';
 import { createOutput, type Output } from '../io.js';
 import { addConnectionOptions, addOutputOptions, sessionSettingsFrom, type ConnectionOptions, type OutputOptions } from '../options.js';
 import { renderTable, toJson } from '../render/format.js';
-import { withSession } from '../session.js';
 import type { CommandResult } from '../main.js';
 
 type StatusFlags = ConnectionOptions & OutputOptions;
@@ -52,7 +51,9 @@ Exit codes: 0 everything applied, 1 something pending, changed since it was appl
 another schema map, 2 could not run.`,
   );
   status.action(async (flags: StatusFlags) => {
-    const output = createOutput(process.env, flags.color === false);
+    const { migrationStatus } = await import('../../migrations/index.js');
+    const output = await createOutput(process.env, flags.color === false);
+    const { withSession } = await import('../session.js');
     result.json = Boolean(flags.json);
     const { report, database } = await withSession(flags, output, async ({ db, map }) => ({ report: await migrationStatus(db, map), database: db.label }));
     const behind = report.pending.length > 0 || report.schemaMapChanged || report.applied.some((m) => m.changedSinceApplied);
@@ -73,7 +74,9 @@ Examples:
 ${EXIT_CODES}`,
   );
   up.action(async (flags: UpFlags) => {
-    const output = createOutput(process.env, flags.color === false);
+    const { migrateUp } = await import('../../migrations/index.js');
+    const output = await createOutput(process.env, flags.color === false);
+    const { withSession } = await import('../session.js');
     result.json = Boolean(flags.json);
     const outcome = await withSession(flags, output, ({ db, map }) => migrateUp(db, map, runOptions(flags, output)));
     result.exitCode = EXIT.ok;
@@ -103,7 +106,9 @@ Examples:
 ${EXIT_CODES}`,
   );
   down.action(async (flags: DownFlags) => {
-    const output = createOutput(process.env, flags.color === false);
+    const { migrateDown } = await import('../../migrations/index.js');
+    const output = await createOutput(process.env, flags.color === false);
+    const { withSession } = await import('../session.js');
     result.json = Boolean(flags.json);
     const outcome = await withSession(flags, output, ({ db, map }) => migrateDown(db, map, { ...runOptions(flags, output), all: Boolean(flags.all) }));
     result.exitCode = EXIT.ok;

