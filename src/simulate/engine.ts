@@ -29,7 +29,7 @@ export interface VariantReport {
   exportsTotal: number;
   /** Claims handed out before the first export, or null when no export was claimed. */
   firstExportAfterClaims: number | null;
-  /** Virtual time from the export becoming ready to its first claim; unclaimed exports count the whole run. */
+  /** Virtual time from the start of the replay to the export's first claim; unclaimed exports count the whole run. */
   exportWaitMs: { p50: number; p95: number; max: number };
   deadLettered: number;
   /** Claims that went to a job whose previous lease had expired. */
@@ -262,13 +262,16 @@ async function seedIncident(db: Database, schema: string, options: SimulateOptio
   );
 }
 
+/**
+ * From the start of the replay (or from when the export became due, if later) to its first
+ * claim; an export never claimed counts as waiting until the end.
+ */
 async function exportWaits(db: Database, firstClaimAt: Map<string, number>, durationMs: number, startedAt: number): Promise<number[]> {
-  const exports = await db.query<{ id: string; waited_ms: number }>(
-    `SELECT id::text AS id, (extract(epoch FROM ($1::timestamptz - scheduled_at)) * 1000)::float8 AS waited_ms FROM jobs WHERE type = 'EXPORT'`,
+  const exports = await db.query<{ id: string; due_after_ms: number }>(
+    `SELECT id::text AS id, greatest(extract(epoch FROM (scheduled_at - $1::timestamptz)) * 1000, 0)::float8 AS due_after_ms FROM jobs WHERE type = 'EXPORT'`,
     [new Date(startedAt)],
   );
-  // Waiting since before the run began, plus the run time until the first claim (or the whole run).
-  return exports.rows.map((row) => Math.round(row.waited_ms + (firstClaimAt.get(row.id) ?? durationMs))).sort((a, b) => a - b);
+  return exports.rows.map((row) => Math.max(0, Math.round((firstClaimAt.get(row.id) ?? durationMs) - row.due_after_ms))).sort((a, b) => a - b);
 }
 
 function percentile(sorted: number[], fraction: number): number {
