@@ -4,6 +4,7 @@ import { runInspect } from '../../src/inspect.js';
 import { DEFAULT_SCHEMA_MAP, parseSchemaMap, type SchemaMap } from '../../src/schemaMap.js';
 import { DEFAULT_INSPECT_OPTIONS, type InspectOptions } from '../../src/checks/types.js';
 import type { Database } from '../../src/db/database.js';
+import { REMAPPED_DDL, REMAPPED_MAP } from '../migrations/fixtures.js';
 
 let testDb: TestDatabase;
 let db: Database;
@@ -144,30 +145,4 @@ describe('run-state check', () => {
     expect(check.items[1]).toMatchObject({ runStatus: 'dead', jobIds: [task(2)] });
     expect(check.items[2]).toMatchObject({ runStatus: 'aborted', jobIds: [task(3)] });
   });
-});
-
-const REMAPPED_DDL = `
-  CREATE SCHEMA queue;
-  CREATE TABLE queue.pipeline_runs (run_key uuid PRIMARY KEY, state text NOT NULL, output jsonb);
-  CREATE TABLE queue.background_tasks (
-    task_id uuid PRIMARY KEY DEFAULT gen_random_uuid(), kind text NOT NULL, state text NOT NULL DEFAULT 'pending',
-    rank integer NOT NULL DEFAULT 100, body jsonb NOT NULL DEFAULT '{}', tries integer NOT NULL DEFAULT 0,
-    max_tries integer NOT NULL DEFAULT 3, run_at timestamptz NOT NULL DEFAULT now(), worker text,
-    claimed_at timestamptz, lease_until timestamptz, error text,
-    inserted_at timestamptz NOT NULL DEFAULT now(), touched_at timestamptz NOT NULL DEFAULT now());`;
-
-const REMAPPED_MAP = parseSchemaMap({
-  schema: 'queue',
-  jobs: {
-    table: 'background_tasks',
-    columns: {
-      id: 'task_id', type: 'kind', status: 'state', priority: 'rank', payload: 'body', attempts: 'tries',
-      maxAttempts: 'max_tries', scheduledAt: 'run_at', lockedBy: 'worker', lockedAt: 'claimed_at',
-      leaseExpiresAt: 'lease_until', lastError: 'error', createdAt: 'inserted_at', updatedAt: 'touched_at',
-    },
-    runIdPayloadKey: 'pipelineRun',
-  },
-  runs: { table: 'pipeline_runs', columns: { id: 'run_key', status: 'state', finalReport: 'output' } },
-  statuses: { queued: 'pending', running: 'active', completed: 'done', failed: 'dead', cancelled: 'aborted' },
-  types: { export: 'render_pdf' },
 });

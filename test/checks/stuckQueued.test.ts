@@ -5,6 +5,7 @@ import { runInspect } from '../../src/inspect.js';
 import { DEFAULT_SCHEMA_MAP, parseSchemaMap, type SchemaMap } from '../../src/schemaMap.js';
 import { DEFAULT_INSPECT_OPTIONS, type InspectOptions } from '../../src/checks/types.js';
 import type { Database } from '../../src/db/database.js';
+import { REMAPPED_MAP, REMAPPED_SCHEMA } from '../helpers/remappedQueue.js';
 
 let testDb: TestDatabase;
 let db: Database;
@@ -157,52 +158,4 @@ describe('stuck-queued check', () => {
     expect(check.summary).toMatch(/^2 due pending jobs waiting over 120s: 1 report_export \(oldest 40[01]s\), 1 section \(oldest 50[01]s\)$/);
     expect(check.remedy).toContain('queue-doctor why 101');
   });
-});
-
-const REMAPPED_SCHEMA = `
-  CREATE SCHEMA work;
-  CREATE TABLE work.report_batches (batch_id bigint PRIMARY KEY, state text NOT NULL, output jsonb);
-  CREATE TABLE work.background_tasks (
-    task_id bigint PRIMARY KEY,
-    kind text NOT NULL,
-    state text NOT NULL,
-    rank integer NOT NULL,
-    body jsonb NOT NULL DEFAULT '{}',
-    tries integer NOT NULL DEFAULT 0,
-    max_tries integer NOT NULL DEFAULT 5,
-    run_after timestamptz NOT NULL DEFAULT now(),
-    worker text,
-    claimed_at timestamptz,
-    lease_until timestamptz,
-    error text,
-    inserted_at timestamptz NOT NULL DEFAULT now(),
-    modified_at timestamptz NOT NULL DEFAULT now()
-  );`;
-
-const REMAPPED_MAP = parseSchemaMap({
-  schema: 'work',
-  jobs: {
-    table: 'background_tasks',
-    columns: {
-      id: 'task_id',
-      type: 'kind',
-      status: 'state',
-      priority: 'rank',
-      payload: 'body',
-      attempts: 'tries',
-      maxAttempts: 'max_tries',
-      scheduledAt: 'run_after',
-      lockedBy: 'worker',
-      lockedAt: 'claimed_at',
-      leaseExpiresAt: 'lease_until',
-      lastError: 'error',
-      createdAt: 'inserted_at',
-      updatedAt: 'modified_at',
-    },
-    runIdPayloadKey: 'batchId',
-  },
-  runs: { table: 'report_batches', columns: { id: 'batch_id', status: 'state', finalReport: 'output' } },
-  statuses: { queued: 'pending', running: 'active', completed: 'done', failed: 'dead', cancelled: 'aborted' },
-  types: { export: 'report_export' },
-  claimFunction: 'grab_task',
 });

@@ -8,6 +8,7 @@ import { DEFAULT_INSPECT_OPTIONS, type InspectOptions } from '../../src/checks/t
 import { IDLE_LOCK_WARN_SECONDS, judgeWorkers, type ClaimActivity, type IdleLockHolders } from '../../src/checks/workers.js';
 import type { Database } from '../../src/db/database.js';
 import { openPglite } from '../../src/db/pglite.js';
+import { REMAPPED_MAP, REMAPPED_SCHEMA } from '../helpers/remappedQueue.js';
 
 let testDb: TestDatabase;
 let db: Database;
@@ -224,52 +225,4 @@ describe('judgeWorkers (the thresholds, without waiting a minute)', () => {
     expect(outcome.items.map((item) => item.id)).toEqual(['pid:4242', 'no-recent-claims']);
     expect(outcome.remedy).toMatch(/^SELECT pg_terminate_backend\(4242\) .*; then start workers, or check that they call public\.claim_next_job$/);
   });
-});
-
-const REMAPPED_SCHEMA = `
-  CREATE SCHEMA work;
-  CREATE TABLE work.report_batches (batch_id bigint PRIMARY KEY, state text NOT NULL, output jsonb);
-  CREATE TABLE work.background_tasks (
-    task_id bigint PRIMARY KEY,
-    kind text NOT NULL,
-    state text NOT NULL,
-    rank integer NOT NULL DEFAULT 100,
-    body jsonb NOT NULL DEFAULT '{}',
-    tries integer NOT NULL DEFAULT 0,
-    max_tries integer NOT NULL DEFAULT 5,
-    run_after timestamptz NOT NULL DEFAULT now(),
-    worker text,
-    claimed_at timestamptz,
-    lease_until timestamptz,
-    error text,
-    inserted_at timestamptz NOT NULL DEFAULT now(),
-    modified_at timestamptz NOT NULL DEFAULT now()
-  );`;
-
-const REMAPPED_MAP = parseSchemaMap({
-  schema: 'work',
-  jobs: {
-    table: 'background_tasks',
-    columns: {
-      id: 'task_id',
-      type: 'kind',
-      status: 'state',
-      priority: 'rank',
-      payload: 'body',
-      attempts: 'tries',
-      maxAttempts: 'max_tries',
-      scheduledAt: 'run_after',
-      lockedBy: 'worker',
-      lockedAt: 'claimed_at',
-      leaseExpiresAt: 'lease_until',
-      lastError: 'error',
-      createdAt: 'inserted_at',
-      updatedAt: 'modified_at',
-    },
-    runIdPayloadKey: 'batchId',
-  },
-  runs: { table: 'report_batches', columns: { id: 'batch_id', status: 'state', finalReport: 'output' } },
-  statuses: { queued: 'pending', running: 'active', completed: 'done', failed: 'dead', cancelled: 'aborted' },
-  types: { export: 'report_export' },
-  claimFunction: 'grab_task',
 });

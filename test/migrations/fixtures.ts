@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { parseSchemaMap } from '../../src/schemaMap.js';
 
-/** Shared by test/migrations and test/claim: a queue whose every name differs from the reference. */
+/** Shared by test/migrations, test/claim and test/checks: a queue whose every name differs from the reference. */
 export const REMAPPED_DDL = `
   CREATE SCHEMA queue;
   CREATE TABLE queue.pipeline_runs (run_key uuid PRIMARY KEY, state text NOT NULL, output jsonb);
