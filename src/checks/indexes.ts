@@ -1,11 +1,13 @@
-import { createHash } from 'node:crypto';
 import type { Check } from './types.js';
 import type { QueueModel } from '../schema/queueModel.js';
 import { quoteIdent, quoteLiteral } from '../sql.js';
+import { loadMigrations } from '../migrations/catalog.js';
+import { renderTemplate } from '../migrations/render.js';
+import { activeSetIndexName } from '../schema/indexNames.js';
 
-const MAX_IDENTIFIER_BYTES = 63;
+export { activeSetIndexName };
 
-export type IndexPurpose = 'queued-ready' | 'running-leases' | 'failed-recent';
+export type IndexPurpose = 'queued-ready' | 'running-leases' | 'failed-recent' | 'claim-order';
 
 /** One partial index queue-doctor needs; migrations create exactly these. */
 export interface RequiredIndex {
@@ -17,32 +19,6 @@ export interface RequiredIndex {
   /** The status value of the partial predicate (`WHERE status = statusLiteral`). */
   statusLiteral: string;
   statement: string;
-}
-
-/**
- * `<jobs table><suffix>`, kept within PostgreSQL's 63-byte identifier limit. A table name too
- * long for that is clipped on a character boundary and followed by a hash of the full name,
- * so two long tables sharing a prefix never get the same index name (which IF NOT EXISTS
- * would silently accept).
- */
-export function activeSetIndexName(table: string, suffix: string): string {
-  const full = `${table}${suffix}`;
-  if (Buffer.byteLength(full) <= MAX_IDENTIFIER_BYTES) return full;
-  const hash = createHash('md5').update(table).digest('hex').slice(0, 8);
-  const room = MAX_IDENTIFIER_BYTES - Buffer.byteLength(suffix) - hash.length - 1;
-  return `${clipToBytes(table, room)}_${hash}${suffix}`;
-}
-
-function clipToBytes(text: string, maxBytes: number): string {
-  let clipped = '';
-  let bytes = 0;
-  for (const character of text) {
-    const size = Buffer.byteLength(character);
-    if (bytes + size > maxBytes) break;
-    clipped += character;
-    bytes += size;
-  }
-  return clipped;
 }
 
 /**
@@ -109,7 +85,7 @@ interface IndexRow {
 export const indexesCheck: Check = {
   id: 'indexes',
   title: 'Partial indexes over the active set exist',
-  async run({ db, model, options }) {
+  async run({ db, model, options, claimFunction }) {
     const { map } = model;
     const table = `"${map.schema}"."${map.jobs.table}"`;
     const ident = await db.query<{ ident: string }>('SELECT quote_ident($1) AS ident', [map.jobs.columns.status]);
@@ -135,17 +111,34 @@ export const indexesCheck: Check = {
       required,
       servedBy: existing.rows.find((index) => indexServes(index, required, statusIdent)) ?? null,
     }));
-    const missing = findings.filter((f) => f.servedBy === null).map((f) => f.required);
+    const missing: Pick<RequiredIndex, 'purpose' | 'name' | 'statement'>[] = findings.filter((f) => f.servedBy === null).map((f) => f.required);
+    // The balanced claim walks its own expression index; without it every claim sorts the active set.
+    const served = findings.filter((f) => f.servedBy !== null).map((f) => `${f.required.purpose}: ${f.servedBy!.name}`);
+    if ((await claimFunction()).variant === 'balanced') {
+      const claimOrder = await claimOrderIndex(model);
+      if (existing.rows.some((index) => index.name === claimOrder.name && index.valid)) served.push(`claim-order: ${claimOrder.name}`);
+      else missing.push(claimOrder);
+    }
+    const total = served.length + missing.length;
     if (missing.length === 0) {
-      const served = findings.map((f) => `${f.required.purpose}: ${f.servedBy!.name}`).join(', ');
-      return { status: 'ok', summary: `all ${findings.length} active-set partial indexes exist on ${table} (${served})`, count: 0, items: [], remedy: null };
+      return { status: 'ok', summary: `all ${total} active-set partial indexes exist on ${table} (${served.join(', ')})`, count: 0, items: [], remedy: null };
     }
     return {
       status: 'warn',
-      summary: `${missing.length} of ${findings.length} active-set partial indexes missing on ${table} (${missing.map((m) => m.purpose).join(', ')}): those lookups scan the whole table, history included`,
+      summary: `${missing.length} of ${total} active-set partial indexes missing on ${table} (${missing.map((m) => m.purpose).join(', ')}): those lookups scan the whole table, history included`,
       count: missing.length,
       items: missing.slice(0, options.limit).map((m) => ({ id: m.purpose, index: m.name, statement: m.statement })),
       remedy: `${missing.map((m) => m.statement).join('; ')}   (run each on its own, outside a transaction; or: queue-doctor migrate up)`,
     };
   },
 };
+
+/** The balanced claim's expression index, rendered from migration 001 exactly as `migrate up` builds it. */
+async function claimOrderIndex(model: QueueModel): Promise<Pick<RequiredIndex, 'purpose' | 'name' | 'statement'>> {
+  const [indexes] = await loadMigrations();
+  const step = indexes!.up.find((candidate) => candidate.index === 'claim_order')!;
+  const rendered = renderTemplate(step.template, { map: model.map, sql: model.sql, concurrently: true }, 'claim-order index');
+  // One line for the remedy: the template's comments and line breaks are for readers of sql/.
+  const statement = rendered.replace(/--[^\n]*/g, '').replace(/\s+/g, ' ').trim();
+  return { purpose: 'claim-order', name: activeSetIndexName(model.map.jobs.table, '_qd_claim_order_idx'), statement };
+}

@@ -1,4 +1,4 @@
-import { activeSetIndexName } from '../checks/indexes.js';
+import { activeSetIndexName } from '../schema/indexNames.js';
 import { QueueDoctorError } from '../errors.js';
 import type { QueueSql } from '../schema/queueModel.js';
 import type { JobColumns, RunColumns, SchemaMap } from '../schemaMap.js';

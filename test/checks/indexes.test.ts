@@ -7,6 +7,7 @@ import { activeSetIndexName, requiredActiveSetIndexes } from '../../src/checks/i
 import { buildQueueSql, type QueueModel } from '../../src/schema/queueModel.js';
 import type { Database } from '../../src/db/database.js';
 import { REMAPPED_DDL, REMAPPED_MAP } from '../migrations/fixtures.js';
+import { migrateUp } from '../../src/migrations/index.js';
 
 let testDb: TestDatabase;
 let db: Database;
@@ -36,6 +37,17 @@ const ALL_PURPOSES = ['queued-ready', 'running-leases', 'failed-recent'];
 const modelFor = (map: SchemaMap) => ({ map, sql: buildQueueSql(map) }) as QueueModel;
 
 describe('indexes check', () => {
+  it('also needs the claim-order index once the balanced claim function is installed', async () => {
+    await migrateUp(db, DEFAULT_SCHEMA_MAP);
+    expect(await indexesCheck()).toMatchObject({ status: 'ok', count: 0 });
+    await testDb.client.query('DROP INDEX jobs_qd_claim_order_idx');
+    const check = await indexesCheck();
+    expect(check).toMatchObject({ status: 'warn', count: 1 });
+    expect(ids(check)).toEqual(['claim-order']);
+    expect(check.items[0]!.statement).toMatch(/^CREATE INDEX CONCURRENTLY IF NOT EXISTS "jobs_qd_claim_order_idx" ON "public"\."jobs"/);
+    await testDb.client.query('DROP SCHEMA IF EXISTS queue_doctor CASCADE');
+  });
+
   it('warns on the reference schema, which ships none of the partial indexes, with the statements to create them', async () => {
     const check = await indexesCheck();
     expect(check).toMatchObject({ id: 'indexes', status: 'warn', count: 3 });
