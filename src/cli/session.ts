@@ -39,7 +39,8 @@ export async function withSession<T>(options: ConnectionOptions, output: Output,
   let interrupted = false;
   const onInterrupt = () => {
     interrupted = true;
-    output.err('queue-doctor: interrupted; closing the connection (any open transaction is rolled back)');
+    // Closing the connection makes the server roll back the open transaction; the pending query
+    // then rejects and the entry point prints the single "interrupted" line.
     void db.close();
   };
   process.once('SIGINT', onInterrupt);
@@ -47,7 +48,7 @@ export async function withSession<T>(options: ConnectionOptions, output: Output,
   try {
     return await work({ db, map, isDemo: target.kind === 'demo' });
   } catch (error) {
-    if (interrupted) throw new QueueDoctorError('interrupted', 'interrupted; nothing was changed');
+    if (interrupted) throw new QueueDoctorError('interrupted', 'interrupted: the connection was closed and the open transaction rolled back, nothing was changed');
     throw error;
   } finally {
     process.removeListener('SIGINT', onInterrupt);

@@ -95,6 +95,23 @@ describe('queue-doctor inspect on the incident', () => {
     await incident.client.query(`REVOKE ALL ON ALL TABLES IN SCHEMA public FROM ${role}; REVOKE ALL ON SCHEMA public FROM ${role}; REVOKE ALL ON DATABASE ${incident.name} FROM ${role}; DROP ROLE ${role}`);
   });
 
+  it('ends cleanly on Ctrl-C: exit 130, one line, no stack trace', async () => {
+    const locker = await incident.connect();
+    await locker.query('BEGIN');
+    await locker.query('LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE');
+    try {
+      const run = await runCli(['inspect', '--lock-timeout', '30s', '--database-url', incident.url], { interruptAfterMs: 1500 });
+      expect(run.code).toBe(130);
+      expect(run.durationMs).toBeLessThan(15_000);
+      expect(run.stderr).toMatch(/interrupted.*nothing was changed/);
+      expect(run.stderr.trim().split('\n')).toHaveLength(1);
+      expectNoStackTrace(run.stderr);
+      expect(run.stdout).toBe('');
+    } finally {
+      await locker.query('ROLLBACK');
+    }
+  });
+
   it('fails fast, naming the blocker, when the jobs table is locked', async () => {
     const locker = await incident.connect();
     await locker.query(`SET application_name = 'schema-migration'`);

@@ -20,7 +20,10 @@ export const TEST_DEMO_DIR = path.join(mkdtempSync(path.join(os.tmpdir(), 'queue
  * Runs the BUILT binary (npm test builds first) with a scrubbed environment: no DATABASE_URL,
  * no PG* variables, no colour forcing, so only what the test passes can name a database.
  */
-export function runCli(args: readonly string[], options: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {}): Promise<CliRun> {
+export function runCli(
+  args: readonly string[],
+  options: { env?: Record<string, string>; cwd?: string; timeoutMs?: number; interruptAfterMs?: number } = {},
+): Promise<CliRun> {
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '',
     HOME: process.env.HOME ?? os.tmpdir(),
@@ -35,6 +38,8 @@ export function runCli(args: readonly string[], options: { env?: Record<string, 
     child.stdout.on('data', (chunk) => (stdout += chunk));
     child.stderr.on('data', (chunk) => (stderr += chunk));
     const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
+    // Ctrl-C as a terminal sends it.
+    if (options.interruptAfterMs !== undefined) setTimeout(() => child.kill('SIGINT'), options.interruptAfterMs);
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);
