@@ -40,7 +40,7 @@ const progress = (message: string) => process.stderr.write(`… ${message}\n`);
 
 async function main(): Promise<void> {
   const json = process.argv.includes('--json');
-  const settings = process.argv.includes('--quick') ? QUICK : FULL;
+  const settings = withOverrides(process.argv.includes('--quick') ? QUICK : FULL);
   let server: EmbeddedServer | null = null;
   let adminUrl = process.env.QUEUE_DOCTOR_BENCH_DATABASE_URL;
   if (!adminUrl) {
@@ -66,6 +66,18 @@ async function main(): Promise<void> {
     await admin.end();
     await server?.stop();
   }
+}
+
+/** --rounds N and --seconds S lengthen the runs when two figures are closer than the noise. */
+function withOverrides(base: Settings): Settings {
+  const value = (flag: string) => {
+    const index = process.argv.indexOf(flag);
+    if (index < 0) return undefined;
+    const parsed = Number(process.argv[index + 1]);
+    if (!Number.isInteger(parsed) || parsed < 1 || parsed > 100) throw new Error(`${flag} expects a whole number from 1 to 100`);
+    return parsed;
+  };
+  return { ...base, rounds: value('--rounds') ?? base.rounds, seconds: value('--seconds') ?? base.seconds };
 }
 
 function withDatabase(connectionString: string, database: string): string {

@@ -38,6 +38,9 @@ Examples:
   $ queue-doctor inspect                       # diagnose the embedded demo of the incident
   $ queue-doctor inspect --database-url postgres://app@db/reports
   $ queue-doctor why e1e1e1e1-0000-4000-8000-000000000001
+  $ queue-doctor fix --all --dry-run           # the immediate repairs, shown and rolled back
+  $ queue-doctor migrate up                    # the long-term fix: the balanced claim function
+  $ queue-doctor simulate                      # proof: legacy vs balanced on the incident
 
 Connection: --database-url, else DATABASE_URL, else libpq PG* variables (PGHOST, PGDATABASE, …),
 else the embedded demo database. Exit codes: 0 ok, 1 findings or refused, 2 could not run.`,
