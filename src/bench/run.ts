@@ -26,7 +26,8 @@ interface Settings {
 
 const FULL: Settings = { rounds: 3, seconds: 3, concurrency: [1, 4, 8], expiredRows: 100_000, finishedRows: 1_000_000, startupRuns: 7 };
 const QUICK: Settings = { rounds: 1, seconds: 1, concurrency: [1, 4], expiredRows: 10_000, finishedRows: 100_000, startupRuns: 3 };
-const QUEUED_PER_ROUND = 20_000;
+/** Enough due jobs that 8 workers at ~5,000 claims/s never run dry within one round. */
+const queuedPerRound = (settings: Settings) => Math.max(20_000, settings.seconds * 8_000);
 
 /**
  * legacy-qd-indexes is the legacy function on a table carrying queue-doctor's four indexes, the
@@ -139,7 +140,7 @@ const CLAIM_SQL: Record<ClaimVariant, string> = {
 
 async function refill(client: pg.Client, extra: 'none' | 'expired' | 'finished', settings: Settings): Promise<void> {
   await client.query('TRUNCATE jobs, report_runs');
-  await client.query(`INSERT INTO jobs (type, priority, scheduled_at) SELECT 'SECTION_RUN', 100, now() - interval '1 minute' + i * interval '1 millisecond' FROM generate_series(1, $1::int) i`, [QUEUED_PER_ROUND]);
+  await client.query(`INSERT INTO jobs (type, priority, scheduled_at) SELECT 'SECTION_RUN', 100, now() - interval '1 minute' + i * interval '1 millisecond' FROM generate_series(1, $1::int) i`, [queuedPerRound(settings)]);
   if (extra === 'expired') {
     // Claimable work in principle, but behind the queued work (priority 1000), so what is measured
     // is the cost of their presence, not of serving them.
@@ -171,7 +172,7 @@ async function cyclesPerSecond(url: string, schema: string, variant: ClaimVarian
       while (Date.now() < deadline) {
         const claimed = await client.query(CLAIM_SQL[variant], [`bench-${index}`]);
         const id = claimed.rows[0]?.id;
-        if (!id) break;
+        if (!id) throw new Error(`the queue ran dry during a ${variant} round: raise the pre-fill`);
         await client.query(`UPDATE jobs SET status = 'COMPLETED', locked_by = NULL, lease_expires_at = NULL, updated_at = now() WHERE id = $1`, [id]);
         cycles += 1;
       }
