@@ -1,17 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { describeFailure, EXIT } from './exit.js';
-import { registerInspect } from './commands/inspect.js';
-import { registerWhy } from './commands/why.js';
-import { registerFix } from './commands/fix.js';
-import { registerHistory, registerUndo } from './commands/history.js';
-import { registerMigrate } from './commands/migrate.js';
-import { registerClaim, registerFail, registerRequeue } from './commands/singleJobs.js';
-import { registerSimulate } from './commands/simulate.js';
 
-// Start-up rule: this file and the command modules load only commander and small helpers. Each
-// action imports its core, the session (pg, PGlite) and chalk when it runs, so --help and
-// --version stay within 2.5 x a bare `node` start (README, Performance).
+// Start-up rule: --help and --version must stay within 2.5 x a bare `node` start (README,
+// Performance). So only the command that was asked for is loaded in full (its options, its help);
+// the others are listed by name and summary. Each action then imports its core, the session
+// (pg, PGlite) and chalk when it runs.
 
 /** What an action reports back to the single exit point below. */
 export interface CommandResult {
@@ -20,9 +14,25 @@ export interface CommandResult {
   json: boolean;
 }
 
+type Register = (program: Command, result: CommandResult) => void;
+
+/** Every command, in the order --help lists them: the one place their summaries live. */
+const COMMANDS: { name: string; summary: string; load: () => Promise<Register> }[] = [
+  { name: 'inspect', summary: 'diagnose the queue: every check in one read-only snapshot, as a checklist with remedies', load: async () => (await import('./commands/inspect.js')).registerInspect },
+  { name: 'why', summary: 'explain one job: would the next claim hand it out, and every reason it is not being claimed', load: async () => (await import('./commands/why.js')).registerWhy },
+  { name: 'fix', summary: 'repair the queue while workers run: one transaction, rows held by workers skipped, every change audited', load: async () => (await import('./commands/fix.js')).registerFix },
+  { name: 'history', summary: 'list the changes queue-doctor made (its audit log), newest first', load: async () => (await import('./commands/history.js')).registerHistory },
+  { name: 'undo', summary: 'restore the values an audited change replaced, for rows nobody changed since', load: async () => (await import('./commands/history.js')).registerUndo },
+  { name: 'migrate', summary: 'install or roll back queue-doctor\'s changes: the active-set partial indexes and the balanced claim function', load: async () => (await import('./commands/migrate.js')).registerMigrate },
+  { name: 'claim', summary: 'claim jobs by hand exactly as a worker would (RUNNING, locked_by, lease, attempts + 1) and print them with their payload', load: async () => (await import('./commands/singleJobs.js')).registerClaim },
+  { name: 'requeue', summary: 'put jobs back in the queue, due now, with their lease cleared (attempts kept unless --reset-attempts)', load: async () => (await import('./commands/singleJobs.js')).registerRequeue },
+  { name: 'fail', summary: 'move jobs to FAILED with a reason in their last error', load: async () => (await import('./commands/singleJobs.js')).registerFail },
+  { name: 'simulate', summary: 'replay the incident against the legacy and the balanced claim function, side by side, in a temporary schema', load: async () => (await import('./commands/simulate.js')).registerSimulate },
+];
+
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
-export function buildProgram(result: CommandResult): Command {
+export async function buildProgram(result: CommandResult, argv: readonly string[]): Promise<Command> {
   const program = new Command('queue-doctor')
     .version(VERSION, '-v, --version')
     .description('Diagnose and safely repair a stalled PostgreSQL job queue (claim_next_job starvation, priority collisions, premature exports).')
@@ -45,16 +55,17 @@ Examples:
 Connection: --database-url, else DATABASE_URL, else libpq PG* variables (PGHOST, PGDATABASE, …),
 else the embedded demo database. Exit codes: 0 ok, 1 findings or refused, 2 could not run.`,
     );
-  registerInspect(program, result);
-  registerWhy(program, result);
-  registerFix(program, result);
-  registerHistory(program, result);
-  registerUndo(program, result);
-  registerMigrate(program, result);
-  registerClaim(program, result);
-  registerRequeue(program, result);
-  registerFail(program, result);
-  registerSimulate(program, result);
+  const args = argv.slice(2);
+  const first = args.find((arg) => !arg.startsWith('-'));
+  const requested = first === 'help' ? args[args.indexOf('help') + 1] : first;
+  for (const command of COMMANDS) {
+    if (command.name === requested) {
+      (await command.load())(program, result);
+      program.commands.find((registered) => registered.name() === command.name)?.description(command.summary);
+    } else {
+      program.command(command.name).description(command.summary);
+    }
+  }
   return program;
 }
 
@@ -64,7 +75,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (error.code === 'EPIPE') process.exit(EXIT.ok);
   });
   const result: CommandResult = { exitCode: EXIT.ok, json: argv.includes('--json') };
-  const program = buildProgram(result);
+  const program = await buildProgram(result, argv);
   try {
     await program.parseAsync([...argv]);
     return result.exitCode;

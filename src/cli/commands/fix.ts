@@ -27,7 +27,6 @@ export const SHOWN_IDS = 10;
 export function registerFix(program: Command, result: CommandResult): void {
   const command = program
     .command('fix')
-    .description('repair the queue while workers run: one transaction, rows held by workers skipped, every change audited')
     .option('--reprioritize [N]', `QUEUED exports whose priority is behind N (a larger number) move to N (default ${DEFAULT_EXPORT_PRIORITY}; lower runs sooner)`)
     .option('--release-expired', 'expired leases with attempts left go back to QUEUED; exhausted ones go to FAILED with a reason')
     .option('--premature', "exports burned before their run completed are requeued with attempts given back; those whose run still runs are deferred; those of FAILED/CANCELLED runs are cancelled")

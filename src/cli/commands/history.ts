@@ -21,7 +21,6 @@ interface UndoFlags extends ConnectionOptions, OutputOptions {
 export function registerHistory(program: Command, result: CommandResult): void {
   const command = program
     .command('history')
-    .description('list the changes queue-doctor made (its audit log), newest first')
     .option('--limit <n>', 'show at most this many entries', String(DEFAULT_HISTORY_LIMIT));
   addConnectionOptions(command);
   addOutputOptions(command);
@@ -80,7 +79,6 @@ export function registerUndo(program: Command, result: CommandResult): void {
   const command = program
     .command('undo')
     .argument('<auditId>', 'the audit entry to reverse (queue-doctor history lists them)')
-    .description('restore the values an audited change replaced, for rows nobody changed since')
     .option('--dry-run', 'show which rows would be restored and which left alone, change nothing');
   addConnectionOptions(command);
   addOutputOptions(command);

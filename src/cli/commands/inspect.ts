@@ -20,7 +20,6 @@ interface InspectFlags extends ConnectionOptions, OutputOptions {
 export function registerInspect(program: Command, result: CommandResult): void {
   const command = program
     .command('inspect')
-    .description('diagnose the queue: every check in one read-only snapshot, as a checklist with remedies')
     .option('--check <id>', `run only these checks (repeatable or comma-separated): ${CHECK_IDS.join(', ')}`, collectList)
     .option('--skip <id>', 'skip these checks (repeatable or comma-separated)', collectList)
     .addOption(failOnOption())

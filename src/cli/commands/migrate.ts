@@ -19,7 +19,6 @@ const EXIT_CODES = 'Exit codes: 0 done (or nothing to do), 1 refused (another mi
 export function registerMigrate(program: Command, result: CommandResult): void {
   const migrate = program
     .command('migrate')
-    .description("install or roll back queue-doctor's changes: the active-set partial indexes and the balanced claim function")
     .addHelpText(
       'after',
       `

@@ -25,7 +25,6 @@ const d = DEFAULT_SIMULATE_OPTIONS;
 export function registerSimulate(program: Command, result: CommandResult): void {
   const command = program
     .command('simulate')
-    .description('replay the incident against the legacy and the balanced claim function, side by side, in a temporary schema')
     .option('--claim <variant>', 'legacy, balanced or both', 'both')
     .option('--workers <n>', 'concurrent simulated workers', String(d.workers))
     .option('--sections <n>', 'section-run jobs (a tenth of them, at most 40, crash their worker every time)', String(d.sections))

@@ -34,7 +34,6 @@ export function registerClaim(program: Command, result: CommandResult): void {
   const command = program
     .command('claim')
     .argument('<jobId...>', 'ids of QUEUED or expired-lease jobs')
-    .description('claim jobs by hand exactly as a worker would (RUNNING, locked_by, lease, attempts + 1) and print them with their payload')
     .option('--worker <name>', 'locked_by of the claim (default: queue-doctor@<host>)')
     .option('--lease <duration>', 'lease length', '300s');
   addSingleJobOptions(command).addHelpText(
@@ -62,7 +61,6 @@ export function registerRequeue(program: Command, result: CommandResult): void {
   const command = program
     .command('requeue')
     .argument('<jobId...>', 'ids of RUNNING, FAILED or CANCELLED jobs')
-    .description('put jobs back in the queue, due now, with their lease cleared (attempts kept unless --reset-attempts)')
     .option('--reset-attempts', 'give the jobs their attempts back (needed for a job that has none left)');
   addSingleJobOptions(command).addHelpText(
     'after',
@@ -85,7 +83,6 @@ export function registerFail(program: Command, result: CommandResult): void {
   const command = program
     .command('fail')
     .argument('<jobId...>', 'ids of QUEUED or RUNNING jobs')
-    .description('move jobs to FAILED with a reason in their last error')
     .requiredOption('--reason <text>', 'why (stored in the last error column)');
   addSingleJobOptions(command).addHelpText(
     'after',

@@ -11,8 +11,7 @@ type WhyFlags = ConnectionOptions & OutputOptions;
 export function registerWhy(program: Command, result: CommandResult): void {
   const command = program
     .command('why')
-    .argument('<jobId>', 'the id of the job to explain')
-    .description('explain one job: would the next claim hand it out, and every reason it is not being claimed');
+    .argument('<jobId>', 'the id of the job to explain');
   addConnectionOptions(command);
   addOutputOptions(command);
   command.addHelpText(
