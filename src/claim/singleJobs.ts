@@ -89,8 +89,13 @@ export async function claimJobs(db: Database, map: SchemaMap, ids: readonly stri
 export async function requeueJobs(db: Database, map: SchemaMap, ids: readonly string[], options: RequeueOptions, run: SingleJobRun): Promise<SingleJobResult> {
   return changeJobs(db, map, ids, 'requeue', run, (job, model, p) => {
     const { statuses } = model.map;
+    if (!Object.values(statuses).includes(job.status)) return { refuse: `has the unknown status "${job.status}"` };
     if (job.status === statuses.queued && !options.resetAttempts) return { refuse: 'is already QUEUED (add --reset-attempts to give it its attempts back)' };
     if (job.status === statuses.completed) return { refuse: `is ${job.status}: it finished successfully, so it is not run again` };
+    // Queued with no attempts left, the legacy claim would hand it out beyond max_attempts.
+    if (job.attempts >= job.maxAttempts && !options.resetAttempts) {
+      return { refuse: `has no attempts left (${job.attempts} of ${job.maxAttempts}); add --reset-attempts to give it a fresh set` };
+    }
     if (job.status === statuses.running && job.leaseLive && !options.steal) return { refuse: liveLeaseRefusal(job, 'requeue') };
     const c = model.sql.job;
     return {

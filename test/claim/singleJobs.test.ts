@@ -169,6 +169,40 @@ describe('requeue', () => {
     expect(await row(FAILED)).toMatchObject({ status: 'QUEUED', attempts: 0 });
   });
 
+  it('refuses a job with no attempts left unless --reset-attempts, and unknown statuses', async () => {
+    const before = await snapshotTable(testDb.client, 'jobs');
+    expect((await refusal(requeueJobs(db, DEFAULT_SCHEMA_MAP, [FAILED], { steal: false, resetAttempts: false }, run))).message).toMatch(/no attempts left \(3 of 3\).*--reset-attempts/);
+    await testDb.client.query(`UPDATE jobs SET status = 'PAUSED' WHERE id = $1`, [OTHER]);
+    const paused = await snapshotTable(testDb.client, 'jobs');
+    expect((await refusal(requeueJobs(db, DEFAULT_SCHEMA_MAP, [OTHER], { steal: false, resetAttempts: true }, run))).message).toMatch(/unknown status "PAUSED"/);
+    expect(await snapshotTable(testDb.client, 'jobs')).toEqual(paused);
+    expect(before).not.toEqual(paused);
+  });
+
+  it('requeue and fail refuse at once a row another session holds, and audit what they change', async () => {
+    const holder = await testDb.connect();
+    await holder.query('BEGIN');
+    await holder.query('SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE', [EXPIRED]);
+    try {
+      const started = Date.now();
+      expect((await refusal(requeueJobs(db, DEFAULT_SCHEMA_MAP, [EXPIRED], { steal: false, resetAttempts: false }, run))).message).toMatch(/another session right now/);
+      expect((await refusal(failJobs(db, DEFAULT_SCHEMA_MAP, [EXPIRED], { steal: false, reason: 'x' }, run))).message).toMatch(/another session right now/);
+      expect(Date.now() - started).toBeLessThan(2000);
+    } finally {
+      await holder.query('ROLLBACK');
+    }
+    const requeued = await requeueJobs(db, DEFAULT_SCHEMA_MAP, [EXPIRED], { steal: false, resetAttempts: false }, run);
+    const failed = await failJobs(db, DEFAULT_SCHEMA_MAP, [OTHER], { steal: false, reason: 'poison' }, run);
+    const audit = await testDb.client.query(
+      `SELECT id, action, rows_before->0->>'status' AS before, rows_after->0->>'status' AS after FROM queue_doctor.audit_log WHERE id IN ($1, $2) ORDER BY id`,
+      [requeued.auditId, failed.auditId],
+    );
+    expect(audit.rows.map(({ action, before, after }) => ({ action, before, after }))).toEqual([
+      { action: 'requeue', before: 'RUNNING', after: 'QUEUED' },
+      { action: 'fail', before: 'QUEUED', after: 'FAILED' },
+    ]);
+  });
+
   it('refuses QUEUED, COMPLETED and live-lease jobs', async () => {
     expect((await refusal(requeueJobs(db, DEFAULT_SCHEMA_MAP, [OTHER], { steal: false, resetAttempts: false }, run))).message).toMatch(/already QUEUED/);
     expect((await refusal(requeueJobs(db, DEFAULT_SCHEMA_MAP, [DONE], { steal: false, resetAttempts: false }, run))).message).toMatch(/finished successfully/);
