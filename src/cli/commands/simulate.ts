@@ -43,9 +43,10 @@ Examples:
   $ queue-doctor simulate --claim both --workers 16 --crash-rate 0.3 --json
   $ queue-doctor simulate --database-url postgres://app@db/reports --duration 30m
 
-It never touches your tables: it creates a schema queue_doctor_sim_<random>, installs the reference
-tables and both claim functions there (reading a virtual clock instead of now(), so minutes of
-incident replay in seconds), and drops it at the end. Same --seed, same decisions.
+It never touches your tables: inside one transaction that it always rolls back, it creates a schema
+queue_doctor_sim_<random> and installs the reference tables and both claim functions there (reading
+a virtual clock instead of now(), so minutes of incident replay in seconds). Nothing is committed,
+so even Ctrl-C leaves nothing behind. It needs CREATE on the database. Same --seed, same decisions.
 
 Exit codes: 0 the simulation ran (the comparison is information, not a verdict on your database),
 2 could not run (bad flag, connection).`,
@@ -56,8 +57,10 @@ Exit codes: 0 the simulation ran (the comparison is information, not a verdict o
     const { withSession } = await import('../session.js');
     result.json = Boolean(flags.json);
     const options = validateSimulateOptions(parseFlags(flags));
-    const progress = output.interactive ? (message: string) => output.err(output.color.dim(`… ${message}`)) : undefined;
+    const progress = progressLine(output);
+    const started = performance.now();
     const report = await withSession(flags, output, ({ db }) => runSimulation(db, options, progress));
+    progress?.(`simulated ${report.variants.map((v) => v.name).join(' and ')} in ${((performance.now() - started) / 1000).toFixed(1)}s`);
     result.exitCode = EXIT.ok;
     if (flags.json) {
       output.out(toJson({ variants: report.variants }));
@@ -69,7 +72,7 @@ Exit codes: 0 the simulation ran (the comparison is information, not a verdict o
 
 function parseFlags(flags: SimulateFlags): SimulateOptions {
   const number = (value: string, flag: string) => {
-    if (!/^\s*-?\d+(\.\d+)?\s*$/.test(value)) throw usageError(`--${flag} expects a number, got "${value.slice(0, 40)}"`);
+    if (!/^\s*-?(\d+(\.\d*)?|\.\d+)\s*$/.test(value)) throw usageError(`--${flag} expects a number, got "${value.slice(0, 40)}"`);
     return Number(value);
   };
   const variants: Record<string, ClaimVariantName[]> = { legacy: ['legacy'], balanced: ['balanced'], both: ['legacy', 'balanced'] };
@@ -84,6 +87,17 @@ function parseFlags(flags: SimulateFlags): SimulateOptions {
     crashRate: number(flags.crashRate, 'crash-rate'),
     durationSeconds: parseDurationSeconds(flags.duration, '--duration'),
     seed: number(flags.seed, 'seed'),
+  };
+}
+
+/** Progress on a terminal only, each message replacing the previous one (one line, not twenty). */
+function progressLine(output: Output): ((message: string) => void) | undefined {
+  if (!output.interactive) return undefined;
+  const replace = process.env.TERM !== 'dumb';
+  let shown = false;
+  return (message) => {
+    output.err(`${shown && replace ? '\x1b[1A\x1b[2K' : ''}${output.color.dim(`… ${message}`)}`);
+    shown = true;
   };
 }
 
